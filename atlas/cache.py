@@ -1,0 +1,213 @@
+"""The content-addressed asset cache.
+
+An entry is a folder ``<root>/<key[:2]>/<key>/`` holding the asset files and a
+``meta.json`` (the numbers the site shows, plus each file's size and sha256). It is built
+in a temporary folder beside it and renamed into place, so an entry either exists whole
+or not at all; a kill -9 leaves at most a ``.tmp-*`` folder that the next build removes.
+An entry that cannot be read or does not match its ``meta.json`` is a miss plus a
+warning, never a crash: the cache is only an optimisation.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atlas.errors import CacheError
+
+log = logging.getLogger(__name__)
+
+META = "meta.json"
+LOCK = ".lock"
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON text of a value: sorted keys, no spaces; what keys are hashed over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, tuple | set | frozenset):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def make_key(description: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON of everything that determines an asset."""
+    return hashlib.sha256(canonical_json(description).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A readable cache entry: its folder, its metadata and its files."""
+
+    key: str
+    path: Path
+    meta: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def read(self, name: str) -> bytes:
+        return (self.path / name).read_bytes()
+
+
+class Cache:
+    """Assets by key under one folder; see the module docstring."""
+
+    def __init__(self, root: Path, *, verify: bool = True):
+        self.root = Path(root)
+        self.verify = verify
+        self.hits = 0
+        self.misses = 0
+        self.written = 0
+        self._lock_handle = None
+
+    # -- locking -----------------------------------------------------------------------
+    def lock(self, wait: float = 0.0) -> None:
+        """Take the cache's build lock, or raise CacheError if another build holds it."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / LOCK, "a+")  # noqa: SIM115 - held for the build
+        except OSError as error:
+            raise _os_error(self.root, error) from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    raise CacheError(
+                        f"the cache {self.root} is in use by another atlas build; wait for it "
+                        "to finish (or use --wait)") from None
+                time.sleep(0.2)
+        self._lock_handle = handle
+        self._remove_temp_folders()
+
+    def unlock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def _remove_temp_folders(self) -> None:
+        # Left by a build killed mid-write; safe to remove once we hold the lock.
+        for shard in self.root.iterdir() if self.root.is_dir() else ():
+            if shard.is_dir():
+                for child in shard.glob(".tmp-*"):
+                    shutil.rmtree(child, ignore_errors=True)
+
+    # -- reading ----------------------------------------------------------------------
+    def path_of(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def get(self, key: str) -> Entry | None:
+        """The entry for ``key``, or None (a miss) if absent, unreadable or damaged."""
+        path = self.path_of(key)
+        if not path.is_dir():
+            self.misses += 1
+            return None
+        try:
+            meta = json.loads((path / META).read_text(encoding="utf-8"))
+            files = meta.get("_files", {})
+            for name, info in files.items():
+                target = path / name
+                if target.stat().st_size != info["size"]:
+                    raise ValueError(f"{name} has the wrong size")
+                if self.verify and _sha256(target) != info["sha256"]:
+                    raise ValueError(f"{name} does not match its checksum")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            log.warning("cache entry %s is damaged (%s); rendering it again", path, error)
+            shutil.rmtree(path, ignore_errors=True)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return Entry(key=key, path=path, meta=meta)
+
+    def has(self, key: str) -> bool:
+        """Cheap existence check (no verification), for planning."""
+        return (self.path_of(key) / META).is_file()
+
+    # -- writing ----------------------------------------------------------------------
+    def put(self, key: str, meta: dict[str, Any], files: dict[str, bytes] | None = None) -> Entry:
+        """Store an entry atomically; an existing entry with the key is kept as it is."""
+        files = files or {}
+        final = self.path_of(key)
+        temp = final.parent / f".tmp-{uuid.uuid4().hex}"
+        try:
+            temp.mkdir(parents=True)
+            record = dict(meta)
+            record["_files"] = {}
+            for name, data in files.items():
+                if "/" in name or name.startswith(".") or name == META:
+                    raise ValueError(f"bad asset file name {name!r}")
+                _write_synced(temp / name, data)
+                record["_files"][name] = {"size": len(data),
+                                          "sha256": hashlib.sha256(data).hexdigest()}
+            _write_synced(temp / META, canonical_json(record).encode("utf-8"))
+            try:
+                os.rename(temp, final)
+            except OSError as error:
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                shutil.rmtree(temp, ignore_errors=True)  # written meanwhile: same content
+        except OSError as error:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise _os_error(self.root, error) from None
+        self.written += 1
+        return Entry(key=key, path=final, meta=record)
+
+    # -- maintenance ------------------------------------------------------------------
+    def keys(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(entry.name for shard in self.root.iterdir() if shard.is_dir()
+                      for entry in shard.iterdir()
+                      if entry.is_dir() and not entry.name.startswith("."))
+
+    def prune(self, keep: set[str]) -> tuple[int, int]:
+        """Remove entries not in ``keep``; returns (entries removed, bytes freed)."""
+        removed = freed = 0
+        for key in self.keys():
+            if key in keep:
+                continue
+            path = self.path_of(key)
+            freed += sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        return removed, freed
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    # No fsync: the rename is what protects against a killed build (the kernel keeps the
+    # written pages); sizes and checksums in meta.json catch anything else on read.
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _os_error(root: Path, error: OSError) -> CacheError:
+    if error.errno == errno.ENOSPC:
+        return CacheError(f"the disk holding the cache {root} is full; free some space "
+                          "(the previous site is untouched)")
+    if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return CacheError(f"cannot write to the cache folder {root}: {error.strerror}; "
+                          "choose another folder with the `cache` key")
+    return CacheError(f"cache {root}: {error}")

@@ -1,0 +1,169 @@
+"""The ``atlas`` command: parses arguments, calls the library, maps errors to exit codes.
+
+Exit codes: 0 ok, 1 build failed, 2 bad config or usage, 130 interrupted. Heavy imports
+(TensorFlow) happen inside the commands, so ``atlas --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import sys
+from pathlib import Path
+
+from atlas import __version__
+from atlas.errors import (
+    EXIT_BUILD_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AtlasError,
+)
+
+log = logging.getLogger("atlas")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atlas", description="Build a browsable atlas of what convolutional networks see.")
+    parser.add_argument("--version", action="version", version=f"atlas {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    build = commands.add_parser("build", help="render assets and write the site")
+    build.add_argument("-c", "--config", default="site_config.yaml", type=Path,
+                       help="the site config file (default: site_config.yaml)")
+    build.add_argument("--force", action="store_true", help="ignore the cache: render all")
+    build.add_argument("--prune", action="store_true",
+                       help="afterwards, drop cache entries this site does not use")
+    build.add_argument("--no-progress", action="store_true", help="no progress bars")
+    build.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="wait this long for another build holding the cache")
+    build.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
+
+    clean = commands.add_parser("clean", help="remove the built site and/or the cache")
+    clean.add_argument("-c", "--config", default="site_config.yaml", type=Path)
+    clean.add_argument("--site", action="store_true", help="remove only the site")
+    clean.add_argument("--cache", action="store_true", help="remove only the cache")
+
+    serve = commands.add_parser("serve", help="preview the built site on 127.0.0.1")
+    serve.add_argument("-c", "--config", default="site_config.yaml", type=Path)
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--bind", default="127.0.0.1", help="address (default 127.0.0.1)")
+
+    fetch = commands.add_parser("fetch-data", help="download the full Oxford-IIIT Pet dataset")
+    fetch.add_argument("-c", "--config", default=None, type=Path,
+                       help="take the folder from dataset.fetch_to of this config")
+    fetch.add_argument("--to", type=Path, default=None, help="the folder to download into")
+    fetch.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) and EXIT_USAGE
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(levelname)s: %(message)s" if args.debug else "%(message)s")
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every finished asset is kept in the cache; run the same "
+              "command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except AtlasError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except OSError as error:
+        if args.debug:
+            raise
+        if error.errno == errno.ENOSPC:
+            print(f"error: the disk is full ({error.filename or ''}); the previous site "
+                  "is untouched", file=sys.stderr)
+        else:
+            print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_BUILD_FAILED
+
+
+def _build(args: argparse.Namespace) -> int:
+    from atlas.build import BuildOptions, build
+
+    options = BuildOptions(force=args.force, prune=args.prune, progress=not args.no_progress,
+                           wait=args.wait, max_steps=args.max_steps)
+    report = build(args.config, options)
+    total = sum(report.seconds.values())
+    print(f"built {report.output} : {report.pages:,} pages, "
+          f"{report.site_bytes / 1e6:.1f} MB, {total:.1f} s")
+    rendered = ", ".join(f"{k} {v}" for k, v in sorted(report.rendered.items())) or "nothing"
+    reused = sum(report.reused.values())
+    print(f"rendered: {rendered}; from the cache: {reused:,}")
+    if report.skipped:
+        print(f"skipped {report.skipped} unusable image file(s): see dataset.html")
+    width = max(len(name) for name in report.seconds)
+    print("time per stage:")
+    for name, seconds in report.seconds.items():
+        print(f"  {name:<{width}}  {seconds:8.2f} s")
+    return EXIT_OK
+
+
+def _clean(args: argparse.Namespace) -> int:
+    import shutil
+
+    from atlas.config import load_config
+    from atlas.site import MARKER
+
+    config = load_config(args.config)
+    both = not args.site and not args.cache
+    if args.site or both:
+        output = config.site.output
+        if output.exists():
+            if not (output / MARKER).exists():
+                raise AtlasError(f"refusing to delete {output}: it was not made by atlas")
+            shutil.rmtree(output)
+            print(f"removed {output}")
+    if args.cache or both:
+        if config.cache.exists():
+            shutil.rmtree(config.cache)
+            print(f"removed {config.cache}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from atlas.config import load_config
+    from atlas.serve import serve
+
+    config = load_config(args.config)
+    serve(config.site.output, args.bind, args.port)
+    return EXIT_OK
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from atlas.fetch import fetch_dataset
+
+    target = args.to
+    if target is None and args.config is not None:
+        from atlas.config import load_config
+
+        target = load_config(args.config).dataset.fetch_to
+    if target is None:
+        target = Path("oxford-pets-full")
+    path = fetch_dataset(Path(target), progress=not args.no_progress)
+    print(f"dataset ready in {path}: set dataset.images to {path / 'images'} and "
+          f"dataset.annotations to {path / 'annotations' / 'list.txt'}")
+    return EXIT_OK
+
+
+_COMMANDS = {"build": _build, "clean": _clean, "serve": _serve, "fetch-data": _fetch}
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    raise SystemExit(main())

@@ -1,0 +1,446 @@
+"""``site_config.yaml``: a declared schema, validated completely before any work starts.
+
+Every problem is collected as a ``(key path, message)`` pair, with the YAML line where
+known, and reported together in one :class:`~atlas.errors.ConfigError` (exit code 2).
+Nothing falls back to a default silently: an unknown key is an error with a suggestion.
+Paths in the file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from atlas.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+APPLICATIONS = (
+    "VGG16", "VGG19", "MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
+    "DenseNet121", "DenseNet169", "DenseNet201", "InceptionV3", "InceptionResNetV2",
+    "Xception", "NASNetMobile", "NASNetLarge", "ResNet50", "ResNet101", "ResNet152",
+    "ResNet50V2", "ResNet101V2", "ResNet152V2", "EfficientNetB0", "EfficientNetB1",
+    "EfficientNetB2", "EfficientNetB3", "EfficientNetV2B0", "ConvNeXtTiny",
+)
+METHODS = ("lucid", "classic")
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How assets are rendered; the top-level ``render`` block, overridable per model."""
+
+    method: str = "lucid"
+    units_per_layer: int | None = None
+    best_grid: int = 4
+    activation_channels: int = 64
+    top_k: int = 5
+    gradcam_alpha: float = 0.4
+    seed: int = 0
+    classic: dict[str, Any] = field(default_factory=dict)
+    lucid: dict[str, Any] = field(default_factory=dict)
+
+    def key_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method, "units_per_layer": self.units_per_layer,
+            "best_grid": self.best_grid, "activation_channels": self.activation_channels,
+            "top_k": self.top_k, "gradcam_alpha": self.gradcam_alpha, "seed": self.seed,
+            "classic": dict(sorted(self.classic.items())),
+            "lucid": dict(sorted(self.lucid.items())),
+        }
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model of the atlas.
+
+    ``application`` names a ``keras.applications`` constructor; ``file`` is a user's
+    ``.keras`` file instead. ``weights`` is ``"imagenet"``, ``"none"`` or a file path.
+    """
+
+    id: str
+    title: str
+    application: str | None
+    file: Path | None
+    options: dict[str, Any]
+    weights: str | Path
+    sha256: str | None
+    layers: tuple[str, ...] | None  # None: every conv layer
+    notes: Path | None
+    render: RenderSettings
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    images: Path
+    annotations: Path | None
+    class_index: Path
+    breeds: Path
+    detailed: str  # "all" | "test" | "per_breed:N" | "none" | "list"
+    detailed_names: tuple[str, ...] = ()
+    per_breed: int = 0
+    fetch_to: Path | None = None
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    title: str
+    output: Path
+    base_path: str
+    notes: Path | None
+    templates: Path | None
+    timestamp: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    site: SiteConfig
+    cache: Path
+    dataset: DatasetConfig
+    models: tuple[ModelConfig, ...]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+class _Lines:
+    """Key path -> YAML line number, from the composed node tree."""
+
+    def __init__(self, text: str):
+        self.lines: dict[str, int] = {}
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            return
+        if node is not None:
+            self._walk(node, "")
+
+    def _walk(self, node: yaml.Node, path: str) -> None:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = f"{path}.{key.value}" if path else str(key.value)
+                self.lines[child] = key.start_mark.line + 1
+                self._walk(value, child)
+                self.lines[child] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, f"{path}[{index}]")
+
+    def at(self, path: str) -> str:
+        while path:
+            if path in self.lines:
+                return f"{path} (line {self.lines[path]})"
+            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
+        return ""
+
+
+class _Checker:
+    """Collects problems while reading a mapping against its declared keys."""
+
+    def __init__(self, lines: _Lines, root: Path):
+        self.lines = lines
+        self.root = root
+        self.problems: list[tuple[str, str]] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append((self.lines.at(path) or path, message))
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"expected a mapping, got {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+                where = f"{path}.{key}" if path else str(key)
+                self.problem(where, f"unknown key{suggestion}; expected one of: "
+                             + ", ".join(allowed))
+        return value
+
+    def typed(self, data: dict, key: str, path: str, kind: type | tuple, default: Any,
+              required: bool = False) -> Any:
+        where = f"{path}.{key}" if path else key
+        if key not in data or data[key] is None:
+            if required:
+                self.problem(where, "is required")
+            return default
+        value = data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            self.problem(where, f"expected {_names(kinds)}, got {value!r}")
+            return default
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kinds):
+            self.problem(where, f"expected {_names(kinds)}, got {_kind(value)} {value!r}")
+            return default
+        return value
+
+    def path(self, data: dict, key: str, path: str, must_exist: bool = True,
+             required: bool = False, is_dir: bool = False) -> Path | None:
+        value = self.typed(data, key, path, str, None, required=required)
+        if value is None:
+            return None
+        resolved = (self.root / Path(value).expanduser()).resolve()
+        if must_exist and not resolved.exists():
+            self.problem(f"{path}.{key}", f"file not found: {value} (looked in {resolved})")
+        elif must_exist and is_dir and not resolved.is_dir():
+            self.problem(f"{path}.{key}", f"expected a folder: {value}")
+        return resolved
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", int: "a number",
+            float: "a number", bool: "a boolean", type(None): "nothing"}.get(type(value),
+                                                                              type(value).__name__)
+
+
+def _names(kinds: tuple) -> str:
+    return " or ".join({str: "a string", int: "an integer", float: "a number",
+                        bool: "true/false", dict: "a mapping", list: "a list"}[k] for k in kinds)
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a site config file.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The validated configuration, with every path resolved.
+
+    Raises:
+        ConfigError: listing every problem found, each with its key path and line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([("", f"config file not found: {path}")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([("", f"cannot read config file {path}: {error}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError([(where, f"invalid YAML: {problem}")], source=str(path)) from None
+    check = _Checker(_Lines(text), path.resolve().parent)
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"expected a mapping at the top level, got {_kind(data)}")],
+                          source=str(path))
+    check.mapping(data, "", ("site", "cache", "dataset", "render", "models"))
+    site = _site(check, data.get("site"))
+    cache = check.root / check.typed(data, "cache", "", str, ".atlas-cache")
+    dataset = _dataset(check, data.get("dataset"))
+    render = _render(check, data.get("render"), "render", RenderSettings())
+    models = _models(check, data.get("models"), render)
+    _check_output(check, site.output, path.resolve().parent, cache)
+    if check.problems:
+        raise ConfigError(check.problems, source=str(path))
+    return Config(path=path.resolve(), site=site, cache=cache.resolve(), dataset=dataset,
+                  models=models)
+
+
+def _site(check: _Checker, value: Any) -> SiteConfig:
+    data = check.mapping(value, "site", ("title", "output", "base_path", "notes", "templates",
+                                         "timestamp"))
+    base_path = check.typed(data, "base_path", "site", str, "")
+    return SiteConfig(
+        title=check.typed(data, "title", "site", str, "atlas"),
+        output=(check.root / check.typed(data, "output", "site", str, "_site")).resolve(),
+        base_path=base_path,
+        notes=check.path(data, "notes", "site"),
+        templates=check.path(data, "templates", "site", is_dir=True),
+        timestamp=check.typed(data, "timestamp", "site", bool, False),
+    )
+
+
+def _check_output(check: _Checker, output: Path, project: Path, cache: Path) -> None:
+    home = Path.home().resolve()
+    forbidden = {Path("/"): "the file-system root", home: "your home folder",
+                 project: "the project folder (the folder of the config file)"}
+    if output in forbidden:
+        check.problem("site.output", f"refusing to use {forbidden[output]} ({output}) as the "
+                      "output folder: atlas replaces the whole folder on every build")
+    elif output in cache.resolve().parents or output == cache.resolve():
+        check.problem("site.output", "the output folder must not contain the cache folder")
+    elif output.exists() and not output.is_dir():
+        check.problem("site.output", f"{output} exists and is not a folder")
+
+
+def _dataset(check: _Checker, value: Any) -> DatasetConfig:
+    data = check.mapping(value, "dataset", ("name", "images", "annotations", "class_index",
+                                            "breeds", "detailed", "fetch_to"))
+    if value is None:
+        check.problem("dataset", "is required (images, annotations, class_index, breeds)")
+    detailed = data.get("detailed", "all")
+    mode, names, per_breed = "all", (), 0
+    if isinstance(detailed, str) and detailed in ("all", "test", "trainval", "none"):
+        mode = detailed
+    elif isinstance(detailed, dict) and set(detailed) == {"per_breed"} and isinstance(
+            detailed["per_breed"], int) and not isinstance(detailed["per_breed"], bool) \
+            and detailed["per_breed"] > 0:
+        mode, per_breed = "per_breed", detailed["per_breed"]
+    elif isinstance(detailed, list) and all(isinstance(n, str) for n in detailed):
+        mode, names = "list", tuple(detailed)
+    else:
+        check.problem("dataset.detailed", "expected all, test, trainval, none, "
+                      f"{{per_breed: N}} or a list of image names, got {detailed!r}")
+    return DatasetConfig(
+        name=check.typed(data, "name", "dataset", str, "Oxford-IIIT Pet"),
+        images=check.path(data, "images", "dataset", required=True, is_dir=True) or Path(),
+        annotations=check.path(data, "annotations", "dataset"),
+        class_index=check.path(data, "class_index", "dataset", required=True) or Path(),
+        breeds=check.path(data, "breeds", "dataset", required=True) or Path(),
+        detailed=mode,
+        detailed_names=names,
+        per_breed=per_breed,
+        fetch_to=check.path(data, "fetch_to", "dataset", must_exist=False),
+    )
+
+
+def _render(check: _Checker, value: Any, path: str, base: RenderSettings) -> RenderSettings:
+    data = check.mapping(value, path, ("method", "units_per_layer", "best_grid",
+                                       "activation_channels", "top_k", "gradcam_alpha", "seed",
+                                       "classic", "lucid"))
+    method = check.typed(data, "method", path, str, base.method)
+    if method not in METHODS:
+        check.problem(f"{path}.method", f"expected one of: {', '.join(METHODS)}; got {method!r}")
+    settings = RenderSettings(
+        method=method,
+        units_per_layer=check.typed(data, "units_per_layer", path, int, base.units_per_layer),
+        best_grid=check.typed(data, "best_grid", path, int, base.best_grid),
+        activation_channels=check.typed(data, "activation_channels", path, int,
+                                        base.activation_channels),
+        top_k=check.typed(data, "top_k", path, int, base.top_k),
+        gradcam_alpha=check.typed(data, "gradcam_alpha", path, float, base.gradcam_alpha),
+        seed=check.typed(data, "seed", path, int, base.seed),
+        classic={**base.classic, **_params(check, data, "classic", path)},
+        lucid={**base.lucid, **_params(check, data, "lucid", path)},
+    )
+    for key in ("best_grid", "activation_channels", "top_k"):
+        if getattr(settings, key) < 1:
+            check.problem(f"{path}.{key}", f"must be at least 1, got {getattr(settings, key)}")
+    if settings.units_per_layer is not None and settings.units_per_layer < 1:
+        check.problem(f"{path}.units_per_layer", "must be at least 1 (or left out for all)")
+    if not 0 <= settings.gradcam_alpha <= 1:
+        check.problem(f"{path}.gradcam_alpha", "must be between 0 and 1")
+    return settings
+
+
+def _params(check: _Checker, data: dict, key: str, path: str) -> dict[str, Any]:
+    """Method parameters; their names are checked against the method's dataclass later."""
+    value = check.typed(data, key, path, dict, {})
+    clean = {}
+    for name, item in value.items():
+        if isinstance(item, list):
+            item = tuple(item)
+        if not isinstance(item, int | float | bool | tuple):
+            check.problem(f"{path}.{key}.{name}", f"expected a number or a list, got {item!r}")
+            continue
+        clean[str(name)] = item
+    return clean
+
+
+def _models(check: _Checker, value: Any, render: RenderSettings) -> tuple[ModelConfig, ...]:
+    if not isinstance(value, list) or not value:
+        check.problem("models", "expected a non-empty list of models")
+        return ()
+    models, seen = [], {}
+    for index, item in enumerate(value):
+        path = f"models[{index}]"
+        model = _model(check, item, path, render)
+        if model is None:
+            continue
+        if model.id in seen:
+            check.problem(f"{path}.id", f"duplicate model id {model.id!r} (also models"
+                          f"[{seen[model.id]}])")
+        seen[model.id] = index
+        models.append(model)
+    return tuple(models)
+
+
+def _model(check: _Checker, item: Any, path: str, render: RenderSettings) -> ModelConfig | None:
+    data = check.mapping(item, path, ("id", "title", "application", "file", "options", "weights",
+                                      "sha256", "layers", "notes", "render"))
+    if not data:
+        if item is not None and not isinstance(item, dict):
+            return None
+        check.problem(path, "expected a mapping with at least id and application or file")
+        return None
+    model_id = check.typed(data, "id", path, str, "", required=True)
+    if model_id and not _ID_PATTERN.match(model_id):
+        check.problem(f"{path}.id", f"{model_id!r} is not a valid id: use letters, digits, "
+                      "'_', '-' and '.', starting with a letter or digit, at most 64")
+    application = check.typed(data, "application", path, str, None)
+    file = check.path(data, "file", path)
+    if (application is None) == (file is None) and "file" not in data:
+        check.problem(path, "give exactly one of application (a Keras application name) "
+                      "or file (a .keras model file)")
+    if application is not None and application not in APPLICATIONS:
+        hint = difflib.get_close_matches(application, APPLICATIONS, n=1)
+        check.problem(f"{path}.application", f"unknown application {application!r}"
+                      + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                      + "; expected one of: " + ", ".join(APPLICATIONS))
+    if file is not None and file.suffix != ".keras":
+        check.problem(f"{path}.file", f"expected a .keras model file, got {file.name}")
+    options = check.typed(data, "options", path, dict, {})
+    if "input_shape" in options:
+        shape = options["input_shape"]
+        if not (isinstance(shape, list) and len(shape) == 3 and all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+            check.problem(f"{path}.options.input_shape", f"expected [height, width, 3], got "
+                          f"{shape!r}")
+        else:
+            options = {**options, "input_shape": tuple(shape)}
+    for forbidden in ("weights", "include_top"):
+        if forbidden in options:
+            check.problem(f"{path}.options.{forbidden}", "is set by atlas; use the model's "
+                          "weights key" if forbidden == "weights" else "is set by atlas")
+    weights_value = check.typed(data, "weights", path, str, "imagenet" if application else "none")
+    weights: str | Path = weights_value
+    if weights_value not in ("imagenet", "none"):
+        resolved = (check.root / weights_value).resolve()
+        if not resolved.is_file():
+            check.problem(f"{path}.weights", f"weights file not found: {weights_value} (expected "
+                          "imagenet, none or a weights file)")
+        weights = resolved
+    sha256 = check.typed(data, "sha256", path, str, None)
+    if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        check.problem(f"{path}.sha256", "expected 64 lower-case hex digits")
+    layers = data.get("layers", "all")
+    if layers == "all" or layers is None:
+        patterns = None
+    elif isinstance(layers, list) and layers and all(isinstance(x, str) for x in layers):
+        patterns = tuple(layers)
+    else:
+        check.problem(f"{path}.layers", f"expected all or a list of layer names or glob "
+                      f"patterns, got {layers!r}")
+        patterns = None
+    return ModelConfig(
+        id=model_id,
+        title=check.typed(data, "title", path, str, model_id),
+        application=application,
+        file=file,
+        options=options,
+        weights=weights,
+        sha256=sha256,
+        layers=patterns,
+        notes=check.path(data, "notes", path),
+        render=_render(check, data.get("render"), f"{path}.render", render),
+    )

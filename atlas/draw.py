@@ -1,0 +1,129 @@
+"""Pictures from arrays: activation grids, heat-map overlays, unit grids.
+
+Pure numpy + Pillow + matplotlib colour maps (no TensorFlow), so the page stage can
+stitch grids from cached pictures without loading a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+GAP = 1  # pixels between grid cells
+GAP_COLOUR = (24, 24, 28)
+
+
+@lru_cache(maxsize=8)
+def _lut(name: str) -> np.ndarray:
+    """A 256-entry uint8 RGB lookup table from matplotlib's registered colour map."""
+    from matplotlib import colormaps  # imported lazily: a few hundred ms
+
+    table = colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]
+    return np.round(table * 255).astype(np.uint8)
+
+
+def colorize(values: np.ndarray, name: str) -> np.ndarray:
+    """Map values in [0, 1] (any shape) to uint8 RGB with a matplotlib colour map."""
+    index = np.clip(np.round(np.nan_to_num(values) * 255), 0, 255).astype(np.uint8)
+    return _lut(name)[index]
+
+
+def standardize_channels(maps: np.ndarray) -> np.ndarray:
+    """The classic recipe per channel: zero mean, unit std, x64 + 128, clipped to [0, 1].
+
+    Args:
+        maps: (height, width, channels) activations.
+
+    Returns:
+        float32 array of the same shape in [0, 1]; a constant channel becomes 0.5.
+    """
+    maps = maps.astype(np.float32)
+    mean = maps.mean(axis=(0, 1), keepdims=True)
+    std = maps.std(axis=(0, 1), keepdims=True)
+    scaled = (maps - mean) / (std + 1e-5) * 64.0 + 128.0
+    return np.clip(scaled, 0, 255) / 255.0
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """(rows, columns) of the most square grid holding ``count`` cells."""
+    columns = max(1, math.ceil(math.sqrt(count)))
+    return math.ceil(count / columns), columns
+
+
+def activation_grid(maps: np.ndarray, max_channels: int, max_side: int = 320) -> Image.Image:
+    """The feature maps of one image at one layer as a viridis grid.
+
+    Small maps are enlarged with nearest-neighbour (each activation stays a visible
+    square); the grid is at most ``max_side`` pixels wide.
+    """
+    maps = maps[..., :max_channels]
+    height, width, count = maps.shape
+    rows, columns = grid_shape(count)
+    cell = max(1, min(max(height, 16), (max_side - GAP * (columns - 1)) // columns))
+    scale_h = max(1, round(cell * height / max(height, width)))
+    scale_w = max(1, round(cell * width / max(height, width)))
+    coloured = colorize(standardize_channels(maps), "viridis")  # (h, w, c, 3)
+    canvas = np.full((rows * (scale_h + GAP) - GAP, columns * (scale_w + GAP) - GAP, 3),
+                     GAP_COLOUR, dtype=np.uint8)
+    for channel in range(count):
+        tile = Image.fromarray(coloured[:, :, channel])
+        resample = Image.NEAREST if scale_h >= height else Image.BOX
+        tile = np.asarray(tile.resize((scale_w, scale_h), resample))
+        row, column = divmod(channel, columns)
+        top, left = row * (scale_h + GAP), column * (scale_w + GAP)
+        canvas[top:top + scale_h, left:left + scale_w] = tile
+    return Image.fromarray(canvas)
+
+
+def heat_overlay(photo: Image.Image, cam: np.ndarray, alpha: float) -> Image.Image:
+    """Grad-CAM map (any size, values >= 0) upsampled onto the photo with jet at ``alpha``."""
+    peak = float(cam.max()) if cam.size else 0.0
+    normalized = cam / peak if peak > 0 else np.zeros_like(cam)
+    heat = Image.fromarray((normalized * 255).astype(np.uint8)).resize(photo.size,
+                                                                        Image.BILINEAR)
+    coloured = colorize(np.asarray(heat, dtype=np.float32) / 255.0, "jet")
+    blended = (1 - alpha) * np.asarray(photo.convert("RGB"), dtype=np.float32) \
+        + alpha * coloured.astype(np.float32)
+    return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+
+
+def map_to_png_array(values: np.ndarray) -> np.ndarray:
+    """A non-negative map scaled to uint8 by its own maximum (the raw map kept per layer)."""
+    peak = float(values.max()) if values.size else 0.0
+    if peak <= 0:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.clip(np.round(values / peak * 255), 0, 255).astype(np.uint8)
+
+
+def stitch(pictures: Sequence[np.ndarray], columns: int | None = None,
+           cell: int | None = None) -> Image.Image:
+    """Pictures (uint8 HxWx3) side by side in a grid, each resized to ``cell`` pixels."""
+    if not pictures:
+        raise ValueError("nothing to stitch")
+    if columns is None:
+        _, columns = grid_shape(len(pictures))
+    rows = math.ceil(len(pictures) / columns)
+    cell = cell or pictures[0].shape[0]
+    canvas = np.full((rows * (cell + GAP) - GAP, columns * (cell + GAP) - GAP, 3),
+                     GAP_COLOUR, dtype=np.uint8)
+    for index, picture in enumerate(pictures):
+        image = Image.fromarray(picture)
+        if image.size != (cell, cell):
+            image = image.resize((cell, cell), Image.LANCZOS)
+        row, column = divmod(index, columns)
+        top, left = row * (cell + GAP), column * (cell + GAP)
+        canvas[top:top + cell, left:left + cell] = np.asarray(image.convert("RGB"))
+    return Image.fromarray(canvas)
+
+
+def fit(image: Image.Image, max_side: int) -> Image.Image:
+    """The image scaled down (never up) so its longer side is at most ``max_side``."""
+    scale = max_side / max(image.size)
+    if scale >= 1:
+        return image.copy()
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.LANCZOS)

@@ -1,0 +1,209 @@
+"""Building the configured Keras models: applications by name, weights, user files.
+
+Imports TensorFlow/Keras: only the render stage of a build calls into this module.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from atlas.config import ModelConfig
+from atlas.errors import ModelError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from atlas.graph import FlatGraph, flatten_model  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# application -> (keras.applications submodule holding preprocess_input, default input size)
+APPLICATION_MODULES: dict[str, tuple[str, int]] = {
+    "VGG16": ("vgg16", 224), "VGG19": ("vgg19", 224),
+    "MobileNet": ("mobilenet", 224), "MobileNetV2": ("mobilenet_v2", 224),
+    "MobileNetV3Small": ("mobilenet_v3", 224), "MobileNetV3Large": ("mobilenet_v3", 224),
+    "DenseNet121": ("densenet", 224), "DenseNet169": ("densenet", 224),
+    "DenseNet201": ("densenet", 224), "InceptionV3": ("inception_v3", 299),
+    "InceptionResNetV2": ("inception_resnet_v2", 299), "Xception": ("xception", 299),
+    "NASNetMobile": ("nasnet", 224), "NASNetLarge": ("nasnet", 331),
+    "ResNet50": ("resnet", 224), "ResNet101": ("resnet", 224), "ResNet152": ("resnet", 224),
+    "ResNet50V2": ("resnet_v2", 224), "ResNet101V2": ("resnet_v2", 224),
+    "ResNet152V2": ("resnet_v2", 224), "EfficientNetB0": ("efficientnet", 224),
+    "EfficientNetB1": ("efficientnet", 240), "EfficientNetB2": ("efficientnet", 260),
+    "EfficientNetB3": ("efficientnet", 300), "EfficientNetV2B0": ("efficientnet_v2", 224),
+    "ConvNeXtTiny": ("convnext", 224),
+}
+PREPROCESS_MODES = ("none", "tf", "caffe", "torch")
+
+
+@dataclass
+class LoadedModel:
+    """A configured model ready for rendering.
+
+    Attributes:
+        config: the model's config entry.
+        keras_model: the Keras model, its final softmax removed (it outputs logits).
+        graph: the flattened graph: any layer's output as a model output.
+        preprocess: raw RGB pixels in [0, 255] (float tensor) -> the model's input.
+        input_size: (height, width) the images are resized to.
+        random_weights: True when the weights are random (``weights: none``).
+    """
+
+    config: ModelConfig
+    keras_model: keras.Model
+    graph: FlatGraph
+    preprocess: Callable
+    input_size: tuple[int, int]
+    random_weights: bool
+
+    def conv_layers(self) -> list:
+        return select_layers(self.graph.conv_layers, self.config.layers)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def select_layers(conv_layers: list, patterns: tuple[str, ...] | None) -> list:
+    """The conv layers matching any of the patterns (names or globs), in model order."""
+    if patterns is None:
+        return list(conv_layers)
+    return [layer for layer in conv_layers
+            if any(fnmatch.fnmatchcase(layer.name, p) for p in patterns)]
+
+
+def unmatched_patterns(conv_names: list[str], patterns: tuple[str, ...] | None) -> list[int]:
+    """Indices of patterns that match no conv layer (a config error)."""
+    if patterns is None:
+        return []
+    return [i for i, p in enumerate(patterns)
+            if not any(fnmatch.fnmatchcase(name, p) for name in conv_names)]
+
+
+def _preprocess_for(config: ModelConfig) -> Callable:
+    if config.application is not None:
+        module = importlib.import_module(
+            f"keras.applications.{APPLICATION_MODULES[config.application][0]}")
+        return module.preprocess_input
+    mode = config.options.get("preprocess", "none")
+    if mode == "none":
+        return lambda x: x
+    from keras.applications import imagenet_utils
+
+    return lambda x: imagenet_utils.preprocess_input(x, mode=mode)
+
+
+def _check_digest(config: ModelConfig, path: Path, what: str) -> None:
+    if config.sha256 is None:
+        return
+    actual = file_sha256(path)
+    if actual != config.sha256:
+        raise ModelError(f"models[{config.id}].sha256: {what} {path} has sha256 {actual}, "
+                         f"expected {config.sha256}: the file is damaged or not the one "
+                         "configured")
+
+
+def _build_application(config: ModelConfig) -> keras.Model:
+    constructor = getattr(keras.applications, config.application)
+    options = dict(config.options)
+    weights = config.weights
+    if isinstance(weights, Path):
+        _check_digest(config, weights, "weights file")
+        weights_arg: Any = str(weights)
+    else:
+        weights_arg = None if weights == "none" else "imagenet"
+    if weights == "none":
+        keras.utils.set_random_seed(config.render.seed)  # random weights, but repeatable
+    try:
+        return constructor(include_top=True, weights=weights_arg, **options)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise _explain(config, error) from None
+    except Exception as error:  # noqa: BLE001 - Keras raises plain Exception for fetch errors
+        if "URL fetch failure" in str(error) or "fetch" in str(error).lower():
+            raise _offline(config, error) from None
+        raise _explain(config, error) from None
+
+
+def _offline(config: ModelConfig, error: Exception) -> ModelError:
+    return ModelError(
+        f"model {config.id!r}: could not download the ImageNet weights for "
+        f"{config.application} ({str(error).splitlines()[0][:200]}). Without a network, "
+        "download the weights file elsewhere (Keras names it in the URL above), put it "
+        "beside site_config.yaml and set `weights: <that file>` for this model.")
+
+
+def _explain(config: ModelConfig, error: Exception) -> ModelError:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if "fetch" in text.lower() or "urlopen" in text.lower():
+        return _offline(config, error)
+    source = config.weights if isinstance(config.weights, Path) else config.application
+    hint = ""
+    if isinstance(config.weights, Path):
+        hint = (" — is the weights file complete and made for this architecture and these "
+                f"options ({config.options})?")
+    return ModelError(f"model {config.id!r}: cannot build {config.application} with "
+                      f"weights {source}: {text[:300]}{hint}")
+
+
+def _load_file(config: ModelConfig) -> keras.Model:
+    path = config.file
+    _check_digest(config, path, "model file")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (TypeError, ValueError) as error:
+        text = str(error).splitlines()[0][:300]
+        if "custom" in text.lower() or "Could not locate" in text or "deserializ" in text:
+            raise ModelError(
+                f"model {config.id!r}: {path} uses custom objects atlas cannot load safely "
+                f"({text}). Save the model with standard Keras layers only.") from None
+        raise ModelError(f"model {config.id!r}: cannot load {path}: {text}") from None
+    except Exception as error:  # noqa: BLE001 - zip/h5 readers raise many kinds
+        raise ModelError(f"model {config.id!r}: cannot load {path}: "
+                         f"{str(error).splitlines()[0][:300] if str(error) else error!r}") from None
+    if isinstance(config.weights, Path):
+        try:
+            model.load_weights(config.weights)
+        except Exception as error:  # noqa: BLE001
+            raise _explain(config, error) from None
+    return model
+
+
+def load_model(config: ModelConfig) -> LoadedModel:
+    """Build (or load) one configured model and flatten its graph.
+
+    Raises:
+        ModelError: unknown options, unreadable or mismatched weights, offline download.
+    """
+    if config.application is not None:
+        keras_model = _build_application(config)
+    else:
+        keras_model = _load_file(config)
+    shape = keras_model.inputs[0].shape
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ModelError(f"model {config.id!r}: expected an image input (height, width, 3), "
+                         f"got {tuple(shape[1:])}")
+    default = APPLICATION_MODULES.get(config.application or "", ("", 224))[1]
+    input_size = (int(shape[1] or default), int(shape[2] or default))
+    graph = flatten_model(keras_model)
+    if not graph.conv_layers:
+        raise ModelError(f"model {config.id!r}: the model has no convolution layers")
+    return LoadedModel(
+        config=config,
+        keras_model=keras_model,
+        graph=graph,
+        preprocess=_preprocess_for(config),
+        input_size=input_size,
+        random_weights=config.weights == "none",
+    )

@@ -1,0 +1,177 @@
+"""Planning: config + model facts + dataset -> every job of a build, each with its key.
+
+Pure functions, no TensorFlow: a build lists its jobs and checks the cache before any
+model is loaded, so a build with nothing missing never imports TensorFlow, and the
+progress bar counts only the missing work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atlas.cache import make_key
+from atlas.config import ModelConfig, RenderSettings
+from atlas.dataset import DatasetImage
+
+log = logging.getLogger(__name__)
+
+# Bump the number of a kind whenever its rendering code changes what it outputs.
+RENDERER_VERSION = {"facts": 1, "predict": 1, "image": 1, "photo": 1, "unit": 1, "grid": 1,
+                    "exemplars": 1}
+PHOTO_SIDE = 320      # the photo shown on image pages and under heat maps
+THUMB_SIDE = 112      # photo thumbnails in lists
+EXEMPLARS = 4         # images shown per unit, strongest first
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_identity(config: ModelConfig) -> dict[str, Any]:
+    """Everything that determines a model's numbers: architecture, options, weights."""
+    if isinstance(config.weights, Path):
+        weights = {"file_sha256": file_digest(config.weights)}
+    else:
+        weights = {"id": config.weights, "seed": config.render.seed
+                   if config.weights == "none" else None}
+    return {
+        "application": config.application,
+        "file_sha256": file_digest(config.file) if config.file else None,
+        "options": {k: list(v) if isinstance(v, tuple) else v
+                    for k, v in sorted(config.options.items())},
+        "weights": weights,
+        "keras": _version("keras"),
+        "tensorflow": _version("tensorflow"),
+    }
+
+
+def unit_seed(seed: int, layer: str, unit: int) -> int:
+    """A unit's own seed: independent of batching and of which other units are rendered."""
+    text = f"{seed}/{layer}/{unit}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cacheable piece of work."""
+
+    kind: str
+    model: str
+    key: str
+    layer: str | None = None
+    unit: int | None = None
+    image: str | None = None  # the image's name
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def facts_job(model: ModelConfig, identity: dict) -> Job:
+    key = make_key({"kind": "facts", "v": RENDERER_VERSION["facts"], "model": identity})
+    return Job("facts", model.id, key)
+
+
+def photo_job(image: DatasetImage) -> Job:
+    key = make_key({"kind": "photo", "v": RENDERER_VERSION["photo"], "image": image.digest,
+                    "side": PHOTO_SIDE, "thumb": THUMB_SIDE})
+    return Job("photo", "", key, image=image.name)
+
+
+def predict_job(model: ModelConfig, identity: dict, image: DatasetImage,
+                input_size: Sequence[int]) -> Job:
+    key = make_key({"kind": "predict", "v": RENDERER_VERSION["predict"], "model": identity,
+                    "image": image.digest, "size": list(input_size),
+                    "top_k": max(5, model.render.top_k)})
+    return Job("predict", model.id, key, image=image.name)
+
+
+def image_job(model: ModelConfig, identity: dict, image: DatasetImage, layers: Sequence[str],
+              second_class: int, input_size: Sequence[int]) -> Job:
+    render = model.render
+    key = make_key({"kind": "image", "v": RENDERER_VERSION["image"], "model": identity,
+                    "image": image.digest, "layers": list(layers), "size": list(input_size),
+                    "channels": render.activation_channels, "alpha": render.gradcam_alpha,
+                    "second_class": second_class, "photo_side": PHOTO_SIDE})
+    return Job("image", model.id, key, image=image.name,
+               extra={"second_class": second_class})
+
+
+def method_description(render: RenderSettings) -> dict[str, Any]:
+    overrides = render.classic if render.method == "classic" else render.lucid
+    return {"method": render.method, "overrides": dict(sorted(overrides.items()))}
+
+
+def unit_job(model: ModelConfig, identity: dict, layer: str, unit: int,
+             input_size: Sequence[int]) -> Job:
+    render = model.render
+    seed = unit_seed(render.seed, layer, unit)
+    key = make_key({"kind": "unit", "v": RENDERER_VERSION["unit"], "model": identity,
+                    "layer": layer, "unit": unit, "size": list(input_size),
+                    "method": method_description(render), "seed": seed})
+    return Job("unit", model.id, key, layer=layer, unit=unit, extra={"seed": seed})
+
+
+def grid_job(model: ModelConfig, layer: str, unit_keys: Sequence[str]) -> Job:
+    key = make_key({"kind": "grid", "v": RENDERER_VERSION["grid"], "units": list(unit_keys),
+                    "best": model.render.best_grid})
+    return Job("grid", model.id, key, layer=layer)
+
+
+def exemplars_job(model: ModelConfig, identity: dict, layer: str, input_size: Sequence[int],
+                  choices: dict[int, list[str]], digests: dict[str, str]) -> Job:
+    """The maps of each unit on the images where it is strongest (chosen from stats)."""
+    key = make_key({"kind": "exemplars", "v": RENDERER_VERSION["exemplars"],
+                    "model": identity, "layer": layer, "size": list(input_size),
+                    "choices": {str(u): [digests[n] for n in names]
+                                for u, names in sorted(choices.items())}})
+    return Job("exemplars", model.id, key, layer=layer, extra={"choices": choices})
+
+
+def choose_detailed(images: Sequence[DatasetImage], mode: str, per_breed: int,
+                    names: Sequence[str]) -> list[DatasetImage]:
+    """The images that get activation and Grad-CAM pages, in dataset order."""
+    if mode == "all":
+        return list(images)
+    if mode == "none":
+        return []
+    if mode in ("test", "trainval"):
+        return [image for image in images if image.split == mode]
+    if mode == "list":
+        wanted = set(names)
+        return [image for image in images if image.name in wanted]
+    chosen, counts = [], {}
+    for image in images:
+        if counts.get(image.breed, 0) < per_breed:
+            counts[image.breed] = counts.get(image.breed, 0) + 1
+            chosen.append(image)
+    return chosen
+
+
+def strongest_images(channel_max: dict[str, list[float]], units: int, count: int
+                     ) -> dict[int, list[str]]:
+    """For each unit, the names of the ``count`` images where its maximum is highest.
+
+    Args:
+        channel_max: image name -> that layer's per-channel maxima.
+    """
+    names = sorted(channel_max)
+    choices = {}
+    for unit in range(units):
+        ranked = sorted(names, key=lambda n: (-channel_max[n][unit], n))
+        choices[unit] = ranked[:count]
+    return choices

@@ -1,0 +1,136 @@
+"""Activations and Grad-CAM for every selected layer from ONE pass per batch of images.
+
+The classic scripts build one model per layer and run a forward and a backward pass per
+layer per image. Here a single multi-output model (every selected layer plus the logits)
+runs forward once per batch, and one backward pass per class slot (the top-1 class, and
+optionally a second class such as the true breed) yields every layer's gradients at once.
+Grad-CAM is taken from the pre-softmax logits; the class index is the one predicted or
+asked for (never the layer's channel count, a known bug of the classic heat-map code).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageMaps:
+    """What one image looks like to every selected layer.
+
+    Attributes:
+        logits: (classes,) pre-softmax scores.
+        activations: per layer (height, width, kept channels) feature maps.
+        channel_max, channel_mean: per layer (channels,) spatial max / mean of every channel.
+        cams: per class slot, per layer (height, width) Grad-CAM maps (ReLU'd, unscaled).
+        cam_classes: the class index of each slot.
+    """
+
+    logits: np.ndarray
+    activations: list[np.ndarray]
+    channel_max: list[np.ndarray]
+    channel_mean: list[np.ndarray]
+    cams: list[list[np.ndarray]]
+    cam_classes: list[int]
+
+
+class MapRenderer:
+    """Runs the multi-output model; build once per model, call per batch.
+
+    Args:
+        model: inputs -> [each selected layer's output..., logits].
+        preprocess: raw RGB pixels in [0, 255] -> the model's input.
+        keep_channels: how many channels of each layer's maps to return.
+    """
+
+    def __init__(self, model: keras.Model, preprocess: Callable, keep_channels: int):
+        self.model = model
+        self.preprocess = preprocess
+        self.keep_channels = keep_channels
+        self._step = tf.function(self._pass, reduce_retracing=True)
+
+    def _pass(self, images: tf.Tensor, second: tf.Tensor):
+        with tf.GradientTape(persistent=True) as tape:
+            outputs = self.model(self.preprocess(images), training=False)
+            features, logits = list(outputs[:-1]), outputs[-1]
+            top1 = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            # -1 means "no second class": reuse the top-1 so the pass stays uniform
+            second = tf.where(second < 0, top1, second)
+            top_score = tf.reduce_sum(tf.gather(logits, top1, batch_dims=1))
+            second_score = tf.reduce_sum(tf.gather(logits, second, batch_dims=1))
+        cams = []
+        for score in (top_score, second_score):
+            gradients = tape.gradient(score, features)
+            slot = []
+            for feature, gradient in zip(features, gradients):
+                weights = tf.reduce_mean(gradient, axis=(1, 2))  # (n, channels)
+                slot.append(tf.nn.relu(tf.einsum("nhwc,nc->nhw", feature, weights)))
+            cams.append(slot)
+        del tape
+        kept = [f[..., : self.keep_channels] for f in features]
+        maxima = [tf.reduce_max(f, axis=(1, 2)) for f in features]
+        means = [tf.reduce_mean(f, axis=(1, 2)) for f in features]
+        return logits, kept, maxima, means, cams, top1, second
+
+    def run(self, images: np.ndarray, second_classes: Sequence[int] | None = None
+            ) -> list[ImageMaps]:
+        """Analyse a batch of uint8 images (n, height, width, 3) at the model's input size.
+
+        Args:
+            images: the batch, already resized.
+            second_classes: per image a class for a second Grad-CAM, or -1 for none.
+        """
+        count = images.shape[0]
+        second = np.full(count, -1, np.int32) if second_classes is None else np.asarray(
+            second_classes, np.int32)
+        logits, kept, maxima, means, cams, top1, second_used = self._step(
+            tf.constant(images, tf.float32), tf.constant(second))
+        logits = logits.numpy()
+        kept = [k.numpy() for k in kept]
+        maxima = [m.numpy() for m in maxima]
+        means = [m.numpy() for m in means]
+        cams = [[c.numpy() for c in slot] for slot in cams]
+        top1, second_used = top1.numpy(), second_used.numpy()
+        return [
+            ImageMaps(
+                logits=logits[i],
+                activations=[k[i] for k in kept],
+                channel_max=[m[i] for m in maxima],
+                channel_mean=[m[i] for m in means],
+                cams=[[c[i] for c in slot] for slot in cams],
+                cam_classes=[int(top1[i]), int(second_used[i])],
+            )
+            for i in range(count)
+        ]
+
+
+def unit_maps(model: keras.Model, preprocess: Callable, images: np.ndarray,
+              channels: Sequence[int]) -> np.ndarray:
+    """One layer's maps for chosen (image, channel) pairs: (n, height, width).
+
+    Args:
+        model: inputs -> that layer's output.
+        images: (n, height, width, 3) uint8 batch.
+        channels: the channel to keep for each image.
+    """
+    outputs = []
+    for start in range(0, len(images), 64):
+        batch = tf.constant(images[start:start + 64], tf.float32)
+        features = model(preprocess(batch), training=False)
+        index = tf.constant(np.asarray(channels[start:start + 64], np.int32))
+        picked = tf.gather(tf.transpose(features, (0, 3, 1, 2)), index, batch_dims=1)
+        outputs.append(picked.numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, 1, 1), np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)

@@ -1,0 +1,195 @@
+"""Executing the planned jobs that the cache does not hold (the TensorFlow side).
+
+Each finished asset is put in the cache as soon as it exists, so an interrupted build
+keeps everything finished before the interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import numpy as np
+from PIL import Image
+
+from atlas import draw
+from atlas.cache import Cache
+from atlas.dataset import DatasetImage, iter_batches
+from atlas.images import encode_jpeg, encode_png, encode_webp, open_rgb
+from atlas.models import LoadedModel
+from atlas.plan import Job
+from atlas.render.maps import MapRenderer, softmax, unit_maps
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+BATCH = 32
+
+
+def model_facts(loaded: LoadedModel) -> dict:
+    """The model's facts for the site and for planning without TensorFlow."""
+    model = loaded.keras_model
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    return {
+        "input_size": list(loaded.input_size),
+        "params": int(model.count_params()),
+        "trainable_params": trainable,
+        "classes": int(loaded.graph.outputs[0].shape[-1]),
+        "random_weights": loaded.random_weights,
+        "layers": [layer.to_dict() for layer in loaded.graph.layers],
+        "name": model.name,
+    }
+
+
+def run_predictions(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, DatasetImage],
+                    cache: Cache, progress: Progress) -> None:
+    """Top-k classes for each image, batched, streamed from disk."""
+    model = loaded.keras_model
+    top_k = max(5, loaded.config.render.top_k)
+    by_image = {job.image: job for job in jobs}
+    wanted = [images[name] for name in by_image]
+    for batch_images, batch in iter_batches(wanted, loaded.input_size, batch_size=64):
+        start = time.perf_counter()
+        logits = model(loaded.preprocess(batch.astype(np.float32)), training=False)
+        probabilities = softmax(np.asarray(logits, dtype=np.float64))
+        seconds = (time.perf_counter() - start) / max(1, len(batch_images))
+        for image, probs in zip(batch_images, probabilities):
+            top = np.argsort(-probs, kind="stable")[:top_k]
+            cache.put(by_image[image.name].key, {
+                "top": [int(i) for i in top],
+                "probabilities": [round(float(probs[i]), 6) for i in top],
+                "seconds": round(seconds, 5),
+            })
+        progress(len(batch_images))
+
+
+def run_images(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, DatasetImage],
+               layers: Sequence[str], cache: Cache, progress: Progress) -> None:
+    """Activation grids, Grad-CAM overlays and channel statistics per image."""
+    render = loaded.config.render
+    model = loaded.graph.submodel(layers, with_logits=True)
+    renderer = MapRenderer(model, loaded.preprocess, render.activation_channels)
+    by_image = {job.image: job for job in jobs}
+    wanted = [images[name] for name in by_image]
+    for batch_images, batch in iter_batches(wanted, loaded.input_size, batch_size=BATCH):
+        start = time.perf_counter()
+        seconds_list = [job.extra["second_class"] for job in
+                        (by_image[i.name] for i in batch_images)]
+        results = renderer.run(batch, seconds_list)
+        pass_seconds = (time.perf_counter() - start) / len(batch_images)
+        for image, maps in zip(batch_images, results):
+            job = by_image[image.name]
+            files, meta = _image_assets(image, maps, render, layers)
+            meta["seconds"] = round(pass_seconds + meta.pop("_draw_seconds"), 4)
+            cache.put(job.key, meta, files)
+        progress(len(batch_images))
+
+
+def _image_assets(image: DatasetImage, maps, render, layers: Sequence[str]
+                  ) -> tuple[dict[str, bytes], dict]:
+    start = time.perf_counter()
+    photo = draw.fit(open_rgb(image.path), 320)
+    files: dict[str, bytes] = {}
+    cam_peaks: list[list[float]] = [[], []]
+    second_differs = maps.cam_classes[1] != maps.cam_classes[0]
+    for index in range(len(layers)):
+        files[f"act_{index}.webp"] = encode_webp(
+            draw.activation_grid(maps.activations[index], render.activation_channels),
+            quality=80)
+        for slot in (0, 1) if second_differs else (0,):
+            cam = maps.cams[slot][index]
+            cam_peaks[slot].append(round(float(cam.max()), 6))
+            files[f"cam{slot}_{index}.jpg"] = encode_jpeg(
+                draw.heat_overlay(photo, cam, render.gradcam_alpha), quality=80)
+            files[f"raw{slot}_{index}.png"] = encode_png(draw.map_to_png_array(cam))
+    meta = {
+        "cam_classes": maps.cam_classes if second_differs else maps.cam_classes[:1],
+        "cam_peaks": cam_peaks if second_differs else cam_peaks[:1],
+        "top": [int(i) for i in np.argsort(-maps.logits, kind="stable")[:5]],
+        "channel_max": [_round(m) for m in maps.channel_max],
+        "channel_mean": [_round(m) for m in maps.channel_mean],
+        "shapes": [list(a.shape[:2]) for a in maps.activations],
+        "_draw_seconds": time.perf_counter() - start,
+    }
+    return files, meta
+
+
+def _round(values: np.ndarray) -> list[float]:
+    return [float(f"{v:.5g}") for v in values.tolist()]
+
+
+def run_units(loaded: LoadedModel, jobs: Sequence[Job], cache: Cache, progress: Progress,
+              max_steps: int | None = None) -> None:
+    """Filter visualizations, one batched optimisation per layer's missing units."""
+    from atlas.render import filters
+
+    params = unit_params(loaded)
+    by_layer: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        by_layer[job.layer].append(job)
+    for layer, layer_jobs in by_layer.items():
+        feature_model = loaded.graph.submodel([layer])
+        by_unit = {job.unit: job for job in layer_jobs}
+        units = sorted(by_unit)
+        seeds = [by_unit[u].extra["seed"] for u in units]
+        for results in filters.render_units(feature_model, units, seeds, params,
+                                            loaded.preprocess, max_steps=max_steps):
+            for result in results:
+                cache.put(by_unit[result.unit].key, {
+                    "objective": _finite(result.objective),
+                    "steps": int(result.steps),
+                    "seconds": round(float(result.seconds), 4),
+                    "dead": bool(result.dead),
+                    "own_activation": _finite(result.own_activation),
+                }, {"unit.webp": encode_webp(result.picture, quality=85)})
+            progress(len(results))
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return round(value, 6) if np.isfinite(value) else None
+
+
+def unit_params(loaded: LoadedModel):
+    """The method's parameters for this model: defaults for its size plus config overrides."""
+    from atlas.render import filters
+
+    render = loaded.config.render
+    params = filters.default_params_for(loaded.input_size[0], render.method)
+    overrides = render.classic if render.method == "classic" else render.lucid
+    return replace(params, **overrides) if overrides else params
+
+
+def run_exemplars(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, DatasetImage],
+                  cache: Cache, progress: Progress) -> None:
+    """Each unit's activation map on the images where it is strongest, as small PNGs."""
+    for job in jobs:
+        start = time.perf_counter()
+        choices: dict[int, list[str]] = job.extra["choices"]
+        pairs = [(unit, name) for unit, names in sorted(choices.items()) for name in names]
+        needed = sorted({name for _, name in pairs})
+        arrays = {}
+        for batch_images, batch in iter_batches([images[n] for n in needed],
+                                                loaded.input_size, batch_size=64):
+            arrays.update({image.name: array for image, array in zip(batch_images, batch)})
+        pairs = [(unit, name) for unit, name in pairs if name in arrays]
+        model = loaded.graph.submodel([job.layer])
+        maps = unit_maps(model, loaded.preprocess,
+                         np.stack([arrays[name] for _, name in pairs]) if pairs
+                         else np.zeros((0, *loaded.input_size, 3), np.uint8),
+                         [unit for unit, _ in pairs])
+        files, index = {}, {}
+        for (unit, name), values in zip(pairs, maps):
+            rank = len(index.setdefault(str(unit), []))
+            peak = float(values.max())
+            index[str(unit)].append({"image": name, "max": round(peak, 5)})
+            if values.shape[0] > 1 or values.shape[1] > 1:
+                scaled = draw.map_to_png_array(np.maximum(values, 0))
+                files[f"u{unit}_{rank}.png"] = encode_png(
+                    draw.colorize(scaled / 255.0, "viridis"))
+        cache.put(job.key, {"units": index,
+                            "seconds": round(time.perf_counter() - start, 3)}, files)
+        progress(1)

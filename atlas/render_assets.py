@@ -1,0 +1,39 @@
+"""Assets drawn without TensorFlow: photos and the stitched unit grids of a layer."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from atlas import draw
+from atlas.cache import Cache
+from atlas.dataset import DatasetImage
+from atlas.images import encode_jpeg, encode_webp, open_rgb
+
+
+def render_photo(image: DatasetImage, cache: Cache, key: str, side: int, thumb: int) -> None:
+    photo = open_rgb(image.path)
+    cache.put(key, {"width": photo.width, "height": photo.height}, {
+        "photo.jpg": encode_jpeg(draw.fit(photo, side), quality=85),
+        "thumb.jpg": encode_jpeg(draw.fit(photo, thumb), quality=80),
+    })
+
+
+def stitch_grids(unit_pictures: Sequence[bytes], objectives: Sequence[float | None],
+                 best: int) -> dict[str, bytes]:
+    """The layer's grid of all units in unit order and of the best n x n by objective."""
+    pictures = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                for data in unit_pictures]
+    order = sorted(range(len(pictures)),
+                   key=lambda i: -(objectives[i] if objectives[i] is not None else -1e30))
+    best_n = order[: best * best]
+    cell = 48 if len(pictures) > 256 else 64
+    return {
+        "all.webp": encode_webp(draw.stitch(pictures, cell=cell), quality=80),
+        "best.webp": encode_webp(draw.stitch([pictures[i] for i in best_n],
+                                             columns=min(best, len(best_n)), cell=96),
+                                 quality=85),
+    }

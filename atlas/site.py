@@ -1,0 +1,203 @@
+"""Writing the site: assets under content-hashed names, pages from templates, atomic swap.
+
+The site is written into a temporary folder beside the output folder and renamed into
+place at the end; the previous site is kept until then. atlas only ever replaces a
+folder that it created itself (it carries a marker file), and refuses two pages with one
+path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import jinja2
+
+from atlas.cache import Entry
+from atlas.errors import AtlasError
+
+log = logging.getLogger(__name__)
+
+MARKER = ".atlas-site"
+PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+class Slugs:
+    """Safe, unique, stable file names for user-given names (images, layers, models)."""
+
+    def __init__(self) -> None:
+        self._taken: dict[str, str] = {}
+        self._by_name: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        if name in self._by_name:
+            return self._by_name[name]
+        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_name).strip("._-")[:80] or "item"
+        if slug != name or slug.lower() in self._taken:
+            # Names that differ only in characters the slug drops must not collide.
+            slug = f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+        self._taken[slug.lower()] = name
+        self._by_name[name] = slug
+        return slug
+
+
+@dataclass
+class Assets:
+    """Cache files published into the site as ``assets/<hash>.<ext>``."""
+
+    files: dict[str, Path] = field(default_factory=dict)  # site path -> source file
+
+    def publish(self, entry: Entry | None, name: str) -> str | None:
+        if entry is None or name not in entry.meta.get("_files", {}):
+            return None
+        digest = entry.meta["_files"][name]["sha256"]
+        suffix = PurePosixPath(name).suffix
+        site_path = f"assets/{digest[:20]}{suffix}"
+        self.files.setdefault(site_path, entry.file(name))
+        return site_path
+
+
+@dataclass(frozen=True)
+class Page:
+    """One HTML file: its site path, template and declared context."""
+
+    path: str
+    template: str
+    title: str
+    context: object
+    crumbs: tuple[tuple[str, str | None], ...] = ()
+
+    @property
+    def root(self) -> str:
+        depth = self.path.count("/")
+        return "../" * depth
+
+
+def url(page_path: str, target: str) -> str:
+    """A relative link from one site path to another."""
+    source_dir = PurePosixPath(page_path).parent
+    return os.path.relpath(target, start=str(source_dir) if str(source_dir) != "." else ".")
+
+
+def environment(user_templates: Path | None) -> jinja2.Environment:
+    loaders = [jinja2.FileSystemLoader(str(user_templates))] if user_templates else []
+    loaders.append(jinja2.FileSystemLoader(str(PACKAGE_TEMPLATES)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,  # every name that reaches HTML comes from users or datasets
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f} %"
+    env.filters["num"] = lambda v: "–" if v is None else f"{v:,}"
+    env.filters["float"] = lambda v, d=3: "–" if v is None else f"{v:.{d}f}"
+    return env
+
+
+def render_pages(pages: list[Page], env: jinja2.Environment, target: Path, site: dict) -> int:
+    """Render every page into ``target``; refuses two pages with one path."""
+    seen: set[str] = set()
+    for page in pages:
+        if page.path in seen:
+            raise AtlasError(f"two pages would be written to {page.path}")
+        seen.add(page.path)
+        template = env.get_template(page.template)
+
+        def link(target_path: str, page: Page = page) -> str:
+            return url(page.path, target_path)
+
+        html = template.render(page=page, c=page.context, site=site, link=link,
+                               root=page.root)
+        destination = target / page.path
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_text(html, encoding="utf-8")
+    return len(pages)
+
+
+def publish_files(assets: Assets, target: Path) -> None:
+    (target / "assets").mkdir(parents=True, exist_ok=True)
+    for site_path, source in sorted(assets.files.items()):
+        destination = target / site_path
+        try:
+            os.link(source, destination)  # same file system: no copy needed
+        except OSError:
+            shutil.copyfile(source, destination)
+
+
+def copy_static(user_templates: Path | None, target: Path) -> None:
+    static = target / "static"
+    shutil.copytree(PACKAGE_TEMPLATES / "static", static)
+    if user_templates and (user_templates / "static").is_dir():
+        shutil.copytree(user_templates / "static", static, dirs_exist_ok=True)
+
+
+def prepare_temp(output: Path) -> Path:
+    """A fresh folder beside the output, on the same file system (for an atomic rename)."""
+    if output.exists() and output.is_dir() and any(output.iterdir()) \
+            and not (output / MARKER).exists():
+        raise AtlasError(f"refusing to replace {output}: it is not empty and was not made by "
+                         "atlas (no .atlas-site marker); choose another site.output or empty it")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        temp = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:12]}"
+        temp.mkdir()
+    except OSError as error:
+        raise AtlasError(f"cannot write the site next to {output}: {error.strerror}") from None
+    return temp
+
+
+def swap_in(temp: Path, output: Path) -> None:
+    """Replace the output folder by the finished temp folder (two renames)."""
+    (temp / MARKER).write_text("This folder is written by atlas build and replaced whole.\n")
+    old = None
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:12]}"
+        os.rename(output, old)
+    os.rename(temp, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale(output: Path) -> None:
+    """Remove temp folders left beside the output by an interrupted build."""
+    for stale in output.parent.glob(f".{output.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in output.parent.glob(f".{output.name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def write_site(context) -> tuple[Path, int, int]:
+    """Collect every page of the build and write the site; returns (output, pages, bytes)."""
+    from atlas.pages import collect_pages
+
+    config = context.config
+    output = config.site.output
+    clean_stale(output)
+    assets = Assets()
+    pages, site = collect_pages(context, assets)
+    temp = prepare_temp(output)
+    try:
+        env = environment(config.site.templates)
+        count = render_pages(pages, env, temp, site)
+        publish_files(assets, temp)
+        copy_static(config.site.templates, temp)
+        (temp / ".nojekyll").write_text("")
+        size = folder_size(temp)
+        swap_in(temp, output)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return output, count, size

@@ -198,8 +198,6 @@ def _count(context: BuildContext, kind: str, rendered: bool, n: int = 1) -> None
 def _plan_model(config: Config, model: ModelConfig, scan: DatasetScan,
                 detailed: list[DatasetImage], breeds: BreedMap, cache: Cache, models: _Models,
                 options: BuildOptions, context: BuildContext) -> ModelPlan:
-    from atlas.models import select_layers, unmatched_patterns
-
     identity = plan.model_identity(model)
     job = plan.facts_job(model, identity)
     entry = None if options.force else cache.get(job.key)
@@ -211,7 +209,7 @@ def _plan_model(config: Config, model: ModelConfig, scan: DatasetScan,
     facts = entry.meta
     conv = [layer for layer in facts["layers"] if layer["is_conv"]]
     names = [layer["name"] for layer in conv]
-    bad = unmatched_patterns(names, model.layers)
+    bad = plan.unmatched_patterns(names, model.layers)
     if bad:
         index = config.models.index(model)
         raise ConfigError([(f"models[{index}].layers[{i}]",
@@ -219,7 +217,8 @@ def _plan_model(config: Config, model: ModelConfig, scan: DatasetScan,
                             f"{model.id}; its conv layers are: {', '.join(names[:12])}"
                             + (" ..." if len(names) > 12 else "")) for i in bad],
                           source=str(config.path))
-    chosen = [layer for layer in conv if layer in select_layers(conv, model.layers)]
+    selected = set(plan.select_layers(names, model.layers))
+    chosen = [layer for layer in conv if layer["name"] in selected]
     size = tuple(facts["input_size"])
     result = ModelPlan(config=model, identity=identity, facts=facts, layers=chosen)
     result.predict = [plan.predict_job(model, identity, image, size) for image in scan.images]

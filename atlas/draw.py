@@ -54,28 +54,40 @@ def grid_shape(count: int) -> tuple[int, int]:
     return math.ceil(count / columns), columns
 
 
-def activation_grid(maps: np.ndarray, max_channels: int, max_side: int = 320) -> Image.Image:
+def _block_scale(maps: np.ndarray, cell: int) -> np.ndarray:
+    """Resize (h, w, c) maps so the longer side is about ``cell``: whole-number nearest-
+    neighbour enlargement (each activation stays a visible square) or block-mean reduction.
+    """
+    longest = max(maps.shape[0], maps.shape[1])
+    if cell >= longest:
+        factor = cell // longest
+        return maps.repeat(factor, axis=0).repeat(factor, axis=1)
+    factor = math.ceil(longest / cell)
+    height, width = maps.shape[0] // factor, maps.shape[1] // factor
+    trimmed = maps[: height * factor, : width * factor]
+    return trimmed.reshape(height, factor, width, factor, -1).mean(axis=(1, 3))
+
+
+def activation_grid(maps: np.ndarray, max_channels: int, max_side: int = 256) -> Image.Image:
     """The feature maps of one image at one layer as a viridis grid.
 
-    Small maps are enlarged with nearest-neighbour (each activation stays a visible
-    square); the grid is at most ``max_side`` pixels wide.
+    Args:
+        maps: (height, width, channels) activations of one image.
+        max_channels: show at most this many channels (the first ones).
+        max_side: the grid's width in pixels at most.
     """
-    maps = maps[..., :max_channels]
-    height, width, count = maps.shape
+    maps = standardize_channels(maps[..., :max_channels])
+    count = maps.shape[2]
     rows, columns = grid_shape(count)
-    cell = max(1, min(max(height, 16), (max_side - GAP * (columns - 1)) // columns))
-    scale_h = max(1, round(cell * height / max(height, width)))
-    scale_w = max(1, round(cell * width / max(height, width)))
-    coloured = colorize(standardize_channels(maps), "viridis")  # (h, w, c, 3)
-    canvas = np.full((rows * (scale_h + GAP) - GAP, columns * (scale_w + GAP) - GAP, 3),
+    cell = max(1, (max_side - GAP * (columns - 1)) // columns)
+    tiles = colorize(_block_scale(maps, cell), "viridis")  # (h, w, c, 3)
+    tile_h, tile_w = tiles.shape[0], tiles.shape[1]
+    canvas = np.full((rows * (tile_h + GAP) - GAP, columns * (tile_w + GAP) - GAP, 3),
                      GAP_COLOUR, dtype=np.uint8)
     for channel in range(count):
-        tile = Image.fromarray(coloured[:, :, channel])
-        resample = Image.NEAREST if scale_h >= height else Image.BOX
-        tile = np.asarray(tile.resize((scale_w, scale_h), resample))
         row, column = divmod(channel, columns)
-        top, left = row * (scale_h + GAP), column * (scale_w + GAP)
-        canvas[top:top + scale_h, left:left + scale_w] = tile
+        top, left = row * (tile_h + GAP), column * (tile_w + GAP)
+        canvas[top:top + tile_h, left:left + tile_w] = tiles[:, :, channel]
     return Image.fromarray(canvas)
 
 

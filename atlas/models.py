@@ -5,7 +5,6 @@ Imports TensorFlow/Keras: only the render stage of a build calls into this modul
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import importlib
 import logging
@@ -22,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from atlas.graph import FlatGraph, flatten_model  # noqa: E402
+from atlas.plan import select_layers  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ class LoadedModel:
     random_weights: bool
 
     def conv_layers(self) -> list:
-        return select_layers(self.graph.conv_layers, self.config.layers)
+        names = [layer.name for layer in self.graph.conv_layers]
+        chosen = set(select_layers(names, self.config.layers))
+        return [layer for layer in self.graph.conv_layers if layer.name in chosen]
 
 
 def file_sha256(path: Path) -> str:
@@ -74,22 +76,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def select_layers(conv_layers: list, patterns: tuple[str, ...] | None) -> list:
-    """The conv layers matching any of the patterns (names or globs), in model order."""
-    if patterns is None:
-        return list(conv_layers)
-    return [layer for layer in conv_layers
-            if any(fnmatch.fnmatchcase(layer.name, p) for p in patterns)]
-
-
-def unmatched_patterns(conv_names: list[str], patterns: tuple[str, ...] | None) -> list[int]:
-    """Indices of patterns that match no conv layer (a config error)."""
-    if patterns is None:
-        return []
-    return [i for i, p in enumerate(patterns)
-            if not any(fnmatch.fnmatchcase(name, p) for name in conv_names)]
 
 
 def _preprocess_for(config: ModelConfig) -> Callable:

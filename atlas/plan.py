@@ -7,6 +7,7 @@ progress bar counts only the missing work.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.metadata
 import logging
@@ -175,3 +176,18 @@ def strongest_images(channel_max: dict[str, list[float]], units: int, count: int
         ranked = sorted(names, key=lambda n: (-channel_max[n][unit], n))
         choices[unit] = ranked[:count]
     return choices
+
+
+def select_layers(names: Sequence[str], patterns: Sequence[str] | None) -> list[str]:
+    """The layer names matching any of the patterns (names or globs), in model order."""
+    if patterns is None:
+        return list(names)
+    return [name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
+def unmatched_patterns(names: Sequence[str], patterns: Sequence[str] | None) -> list[int]:
+    """Indices of the patterns that match no layer name (a config error)."""
+    if patterns is None:
+        return []
+    return [i for i, p in enumerate(patterns)
+            if not any(fnmatch.fnmatchcase(name, p) for name in names)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 BATCH = 32
+OVERLAY_SIDE = 224
+# Pillow releases the GIL while resizing and encoding: drawing uses both cores.
+_DRAWING = ThreadPoolExecutor(max_workers=2)
 
 
 def model_facts(loaded: LoadedModel) -> dict:
@@ -80,30 +84,30 @@ def run_images(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, Datas
                         (by_image[i.name] for i in batch_images)]
         results = renderer.run(batch, seconds_list)
         pass_seconds = (time.perf_counter() - start) / len(batch_images)
-        for image, maps in zip(batch_images, results):
-            job = by_image[image.name]
-            files, meta = _image_assets(image, maps, render, layers)
+        drawn = _DRAWING.map(lambda pair: _image_assets(pair[0], pair[1], render, layers),
+                             zip(batch_images, results))
+        for image, (files, meta) in zip(batch_images, drawn):
             meta["seconds"] = round(pass_seconds + meta.pop("_draw_seconds"), 4)
-            cache.put(job.key, meta, files)
+            cache.put(by_image[image.name].key, meta, files)
         progress(len(batch_images))
 
 
 def _image_assets(image: DatasetImage, maps, render, layers: Sequence[str]
                   ) -> tuple[dict[str, bytes], dict]:
     start = time.perf_counter()
-    photo = draw.fit(open_rgb(image.path), 320)
+    photo = draw.fit(open_rgb(image.path), OVERLAY_SIDE)
     files: dict[str, bytes] = {}
     cam_peaks: list[list[float]] = [[], []]
     second_differs = maps.cam_classes[1] != maps.cam_classes[0]
     for index in range(len(layers)):
         files[f"act_{index}.webp"] = encode_webp(
             draw.activation_grid(maps.activations[index], render.activation_channels),
-            quality=80)
+            quality=75)
         for slot in (0, 1) if second_differs else (0,):
             cam = maps.cams[slot][index]
             cam_peaks[slot].append(round(float(cam.max()), 6))
             files[f"cam{slot}_{index}.jpg"] = encode_jpeg(
-                draw.heat_overlay(photo, cam, render.gradcam_alpha), quality=80)
+                draw.heat_overlay(photo, cam, render.gradcam_alpha), quality=75)
             files[f"raw{slot}_{index}.png"] = encode_png(draw.map_to_png_array(cam))
     meta = {
         "cam_classes": maps.cam_classes if second_differs else maps.cam_classes[:1],

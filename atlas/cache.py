@@ -75,6 +75,7 @@ class Cache:
         self.misses = 0
         self.written = 0
         self._lock_handle = None
+        self._verified: dict[str, Entry] = {}  # read and checked once per build
 
     # -- locking -----------------------------------------------------------------------
     def lock(self, wait: float = 0.0) -> None:
@@ -117,6 +118,8 @@ class Cache:
 
     def get(self, key: str) -> Entry | None:
         """The entry for ``key``, or None (a miss) if absent, unreadable or damaged."""
+        if key in self._verified:
+            return self._verified[key]
         path = self.path_of(key)
         if not path.is_dir():
             self.misses += 1
@@ -136,7 +139,9 @@ class Cache:
             self.misses += 1
             return None
         self.hits += 1
-        return Entry(key=key, path=path, meta=meta)
+        entry = Entry(key=key, path=path, meta=meta)
+        self._verified[key] = entry
+        return entry
 
     def has(self, key: str) -> bool:
         """Cheap existence check (no verification), for planning."""
@@ -169,7 +174,9 @@ class Cache:
             shutil.rmtree(temp, ignore_errors=True)
             raise _os_error(self.root, error) from None
         self.written += 1
-        return Entry(key=key, path=final, meta=record)
+        entry = Entry(key=key, path=final, meta=record)
+        self._verified[key] = entry
+        return entry
 
     # -- maintenance ------------------------------------------------------------------
     def keys(self) -> list[str]:

@@ -151,9 +151,9 @@ def _fetch(args: argparse.Namespace) -> int:
 
     target = args.to
     if target is None and args.config is not None:
-        from atlas.config import load_config
+        from atlas.config import fetch_folder
 
-        target = load_config(args.config).dataset.fetch_to
+        target = fetch_folder(args.config)
     if target is None:
         target = Path("oxford-pets-full")
     path = fetch_dataset(Path(target), progress=not args.no_progress)

@@ -29,6 +29,8 @@ APPLICATIONS = (
     "EfficientNetB2", "EfficientNetB3", "EfficientNetV2B0", "ConvNeXtTiny",
 )
 METHODS = ("lucid", "classic")
+# How a model from a file wants its [0, 255] pixels (keras.applications.imagenet_utils modes).
+PREPROCESS_MODES = ("none", "tf", "caffe", "torch")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -245,7 +247,7 @@ def load_config(path: Path | str) -> Config:
                           source=str(path))
     check.mapping(data, "", ("site", "cache", "dataset", "render", "models"))
     site = _site(check, data.get("site"))
-    cache = check.root / check.typed(data, "cache", "", str, ".atlas-cache")
+    cache = check.root / Path(check.typed(data, "cache", "", str, ".atlas-cache")).expanduser()
     dataset = _dataset(check, data.get("dataset"))
     render = _render(check, data.get("render"), "render", RenderSettings())
     models = _models(check, data.get("models"), render)
@@ -262,7 +264,8 @@ def _site(check: _Checker, value: Any) -> SiteConfig:
     base_path = check.typed(data, "base_path", "site", str, "")
     return SiteConfig(
         title=check.typed(data, "title", "site", str, "atlas"),
-        output=(check.root / check.typed(data, "output", "site", str, "_site")).resolve(),
+        output=(check.root / Path(check.typed(data, "output", "site", str, "_site"))
+                .expanduser()).resolve(),
         base_path=base_path,
         notes=check.path(data, "notes", "site"),
         templates=check.path(data, "templates", "site", is_dir=True),
@@ -319,7 +322,7 @@ def _render(check: _Checker, value: Any, path: str, base: RenderSettings) -> Ren
                                        "activation_channels", "top_k", "gradcam_alpha", "seed",
                                        "classic", "lucid"))
     method = check.typed(data, "method", path, str, base.method)
-    if method not in METHODS:
+    if "method" in data and method not in METHODS:
         check.problem(f"{path}.method", f"expected one of: {', '.join(METHODS)}; got {method!r}")
     settings = RenderSettings(
         method=method,
@@ -333,12 +336,15 @@ def _render(check: _Checker, value: Any, path: str, base: RenderSettings) -> Ren
         classic={**base.classic, **_params(check, data, "classic", path)},
         lucid={**base.lucid, **_params(check, data, "lucid", path)},
     )
+    # Only values set in this block are checked: a model's block inherits the top-level
+    # values, whose problems are already reported once under `render`.
     for key in ("best_grid", "activation_channels", "top_k"):
-        if getattr(settings, key) < 1:
+        if key in data and getattr(settings, key) < 1:
             check.problem(f"{path}.{key}", f"must be at least 1, got {getattr(settings, key)}")
-    if settings.units_per_layer is not None and settings.units_per_layer < 1:
+    if "units_per_layer" in data and settings.units_per_layer is not None \
+            and settings.units_per_layer < 1:
         check.problem(f"{path}.units_per_layer", "must be at least 1 (or left out for all)")
-    if not 0 <= settings.gradcam_alpha <= 1:
+    if "gradcam_alpha" in data and not 0 <= settings.gradcam_alpha <= 1:
         check.problem(f"{path}.gradcam_alpha", "must be between 0 and 1")
     return settings
 
@@ -389,7 +395,7 @@ def _model(check: _Checker, item: Any, path: str, render: RenderSettings) -> Mod
                       "'_', '-' and '.', starting with a letter or digit, at most 64")
     application = check.typed(data, "application", path, str, None)
     file = check.path(data, "file", path)
-    if (application is None) == (file is None) and "file" not in data:
+    if ("application" in data) == ("file" in data):
         check.problem(path, "give exactly one of application (a Keras application name) "
                       "or file (a .keras model file)")
     if application is not None and application not in APPLICATIONS:
@@ -408,6 +414,18 @@ def _model(check: _Checker, item: Any, path: str, render: RenderSettings) -> Mod
                           f"{shape!r}")
         else:
             options = {**options, "input_shape": tuple(shape)}
+    if "application" in data and "file" not in data and "preprocess" in options:
+        check.problem(f"{path}.options.preprocess", "is only for models from a file; an "
+                      "application uses its own keras.applications preprocess_input")
+    if "file" in data and "application" not in data:
+        for key in options:
+            if key != "preprocess":
+                check.problem(f"{path}.options.{key}", "unknown option for a model from a "
+                              "file; expected only: preprocess")
+        mode = options.get("preprocess", "none")
+        if mode not in PREPROCESS_MODES:
+            check.problem(f"{path}.options.preprocess", "expected one of: "
+                          f"{', '.join(PREPROCESS_MODES)}; got {mode!r}")
     for forbidden in ("weights", "include_top"):
         if forbidden in options:
             check.problem(f"{path}.options.{forbidden}", "is set by atlas; use the model's "
@@ -444,3 +462,21 @@ def _model(check: _Checker, item: Any, path: str, render: RenderSettings) -> Mod
         notes=check.path(data, "notes", path),
         render=_render(check, data.get("render"), f"{path}.render", render),
     )
+
+
+def fetch_folder(path: Path | str) -> Path:
+    """``dataset.fetch_to`` of a config whose dataset may not exist yet (for fetch-data).
+
+    Raises:
+        ConfigError: the file cannot be read or has no ``dataset.fetch_to``.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError([("", f"cannot read {path}: {error}")]) from None
+    value = (data or {}).get("dataset", {}).get("fetch_to") if isinstance(data, dict) else None
+    if not isinstance(value, str):
+        raise ConfigError([("dataset.fetch_to", "is required for fetch-data -c (or use --to)")],
+                          source=str(path))
+    return (path.resolve().parent / value).resolve()

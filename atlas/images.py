@@ -64,7 +64,9 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_rgb(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_rgb(
+    path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None
+) -> Image.Image:
     """Decode an image file completely into an 8-bit RGB image.
 
     The format is detected from the content, not the name. EXIF orientation is applied;
@@ -75,6 +77,9 @@ def open_rgb(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
     Args:
         path: the image file.
         max_pixels: refuse images with more pixels than this, before decoding them.
+        at_least: a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8: the decoder's
+            own DCT scaling, several times faster) as long as both sides stay at least
+            this many pixels; None decodes at full size.
 
     Returns:
         A loaded ``RGB`` image, detached from the file.
@@ -94,6 +99,8 @@ def open_rgb(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
 
     with _open_checked(path, max_pixels) as image:
         kind = image.format or "image"
+        if at_least is not None and kind == "JPEG":
+            image.draft("RGB", (at_least, at_least))
         try:
             image.load()
         except Exception as error:  # plugins raise many types on bad data
@@ -119,7 +126,7 @@ def load_array(path: Path, size: tuple[int, int]) -> np.ndarray:
         BadImageError: the file cannot be decoded (see :func:`open_rgb`).
     """
     height, width = size
-    image = open_rgb(path)
+    image = open_rgb(path, at_least=max(height, width))
     if image.size != (width, height):
         image = image.resize((width, height), Image.BILINEAR)
     return np.array(image, dtype=np.uint8)

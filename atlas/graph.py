@@ -230,7 +230,11 @@ def flatten_model(model: keras.Model) -> FlatGraph:
     Returns:
         The flat graph: fresh inputs, logits, each layer's output and facts.
     """
-    if not model.inputs:
+    try:
+        has_inputs = bool(model.inputs)
+    except AttributeError:  # a Sequential model never built raises instead of giving []
+        has_inputs = False
+    if not has_inputs:
         raise ValueError("the model has no inputs: build it on an input shape first")
     _strip_final_softmax(model)
     source = model.inputs[0]
@@ -239,7 +243,8 @@ def flatten_model(model: keras.Model) -> FlatGraph:
     output_op = model.outputs[0]._keras_history.operation
     if isinstance(output_op, keras.layers.Softmax):
         tracer.final_softmax = output_op
-    inputs = [keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name) for t in model.inputs]
+    inputs = [keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name)
+              for t in model.inputs]
     outputs = tracer.run(model, tuple(inputs), {}, prefix="")
     return FlatGraph(
         inputs=inputs,

@@ -1,0 +1,1 @@
+"""Rendering of the pictures atlas shows: filter visualizations, activations, Grad-CAM."""

@@ -8,6 +8,7 @@ interrupted build leaves the previous site as it was.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -180,8 +181,14 @@ def _scan(config: Config, cache: Cache) -> DatasetScan:
     scan = scan_dataset(config.dataset.images, config.dataset.annotations, known=memo)
     if len(memo) != before:
         temp = memo_path.with_name(f".{SCAN_MEMO}.{uuid.uuid4().hex}")
-        temp.write_text(json.dumps(memo, sort_keys=True), encoding="utf-8")
-        os.replace(temp, memo_path)
+        try:
+            temp.write_text(json.dumps(memo, sort_keys=True), encoding="utf-8")
+            os.replace(temp, memo_path)
+        except OSError as error:  # only an optimisation: the next build decodes again
+            log.warning("cannot save the scan memo in %s (%s)", cache.root,
+                        error.strerror or error)
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
     if not scan.images:
         from atlas.errors import AtlasError
 
@@ -228,10 +235,12 @@ def _plan_model(config: Config, model: ModelConfig, scan: DatasetScan,
         second = breed.class_indices[0] if breed is not None and breed.mapped else -1
         result.images.append(plan.image_job(model, identity, image, layer_names, second, size))
     limit = model.render.units_per_layer
+    params = plan.unit_params(model, config.models.index(model), size)
     for layer in chosen:
         count = layer["channels"] if limit is None else min(limit, layer["channels"])
-        result.units[layer["name"]] = [plan.unit_job(model, identity, layer["name"], unit, size)
-                                       for unit in range(count)]
+        result.units[layer["name"]] = [
+            plan.unit_job(model, identity, layer["name"], unit, size, params)
+            for unit in range(count)]
         result.grids[layer["name"]] = plan.grid_job(
             model, layer["name"], [job.key for job in result.units[layer["name"]]])
     return result

@@ -221,11 +221,14 @@ class _Tracer:
         )
 
 
-def flatten_model(model: keras.Model) -> FlatGraph:
+def flatten_model(model: keras.Model, free_size: bool = False) -> FlatGraph:
     """Re-trace ``model`` into one flat graph whose output is the pre-softmax logits.
 
     Args:
         model: a built Keras Functional or Sequential model with one image input.
+        free_size: trace on an input of any height and width instead of the model's own.
+            Tracing stops at the first layer that needs a fixed size (a Flatten before a
+            Dense, say); the layers before it are in the graph, ``outputs`` is empty.
 
     Returns:
         The flat graph: fresh inputs, logits, each layer's output and facts.
@@ -243,9 +246,15 @@ def flatten_model(model: keras.Model) -> FlatGraph:
     output_op = model.outputs[0]._keras_history.operation
     if isinstance(output_op, keras.layers.Softmax):
         tracer.final_softmax = output_op
-    inputs = [keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name)
-              for t in model.inputs]
-    outputs = tracer.run(model, tuple(inputs), {}, prefix="")
+    inputs = [keras.Input(shape=(None, None, t.shape[-1]) if free_size else tuple(t.shape[1:]),
+                          dtype=t.dtype, name=t.name) for t in model.inputs]
+    try:
+        outputs = tracer.run(model, tuple(inputs), {}, prefix="")
+    except Exception as error:  # noqa: BLE001 - any layer may refuse an unknown size
+        if not free_size:
+            raise
+        log.debug("free-size trace stopped after %d layers: %s", len(tracer.layers), error)
+        outputs = []
     return FlatGraph(
         inputs=inputs,
         outputs=keras.tree.flatten(outputs),

@@ -63,6 +63,19 @@ class LoadedModel:
     preprocess: Callable
     input_size: tuple[int, int]
     random_weights: bool
+    _free_graph: FlatGraph | None = None
+
+    def feature_model(self, layer: str) -> keras.Model:
+        """A model from the input to one layer, taking any image size where it can.
+
+        Filter visualization renders pictures smaller than the input (and the classic
+        recipe grows them); a fully-convolutional model lets the picture be fed as is.
+        """
+        if self._free_graph is None:
+            self._free_graph = flatten_model(self.keras_model, free_size=True)
+        if layer in self._free_graph.tensors:
+            return self._free_graph.submodel([layer])
+        return self.graph.submodel([layer])
 
     def conv_layers(self) -> list:
         names = [layer.name for layer in self.graph.conv_layers]

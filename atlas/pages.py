@@ -14,6 +14,7 @@ import markdown
 from atlas import __version__
 from atlas.dataset import breed_title
 from atlas.metrics import Prediction, is_breed_correct, pets_metrics
+from atlas.plan import PHOTO_SIDE, photo_job
 from atlas.site import Assets, Page, Slugs
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,18 @@ class UnitView:
 
 @dataclass(frozen=True)
 class ImageLayerView:
+    """One layer seen by one image.
+
+    The Grad-CAM maps are the raw maps at the layer's resolution (grey PNGs of a few hundred
+    bytes); the page colours them with jet and lays them over the photo, as the cached JPEG
+    overlays would show them, at a twentieth of their weight.
+    """
+
     layer: str
     layer_path: str
     activation: str | None
-    cam: str | None
-    cam_true: str | None
+    heat: str | None  # Grad-CAM of the top-1 class
+    heat_true: str | None  # Grad-CAM of the true breed's class, where it differs
     shape: tuple[int, int]
 
 
@@ -56,6 +64,7 @@ class ImageView:
     path: str
     photo: str | None
     thumb: str | None
+    size: tuple[int, int]  # the photo's width and height in pixels; the thumb is 112 px
     breed: str
     breed_title: str
     species: str
@@ -68,6 +77,10 @@ class ImageView:
     cam_class: str = ""
     cam_true_class: str | None = None
 
+    @property
+    def top1_label(self) -> str:
+        return self.top[0].label if self.top else ""
+
 
 @dataclass
 class LayerView:
@@ -77,6 +90,7 @@ class LayerView:
     facts: dict
     units: list[UnitView]
     best: str | None
+    best_size: tuple[int, int]
     all: str | None
     seconds: float
     dead: int
@@ -99,6 +113,17 @@ class ModelView:
     seconds: float
     source: str
     picture: str | None
+    picture_size: tuple[int, int]
+    picture_layer: str
+    confusions: list[dict] = field(default_factory=list)
+
+    @property
+    def detailed_images(self) -> list[ImageView]:
+        return [image for image in self.images if image.detailed]
+
+    def sibling(self, name: str) -> str:
+        """The site path of another page of this model (predictions.html, accuracy.html)."""
+        return self.path.replace("index.html", name)
 
 
 def _markdown(path: Path | None) -> str | None:
@@ -106,6 +131,12 @@ def _markdown(path: Path | None) -> str | None:
         return None
     # Notes are trusted author content (see README): raw HTML in them is kept.
     return markdown.markdown(path.read_text(encoding="utf-8"), extensions=["tables"])
+
+
+def _fit(width: int, height: int, side: int) -> tuple[int, int]:
+    """The size of a picture scaled down (never up) to ``side`` pixels on its longer side."""
+    scale = min(1.0, side / max(width, height, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _median(values: list[float]) -> float | None:
@@ -119,7 +150,7 @@ def _median(values: list[float]) -> float | None:
 def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) -> ModelView:
     cache, breeds = context.cache, context.breeds
     config = model_plan.config
-    base = f"models/{slugs('model:' + config.id)}"
+    base = f"models/{slugs(config.id)}"
     images = {image.name: image for image in context.scan.images}
     detailed_names = {image.name for image in context.detailed}
     image_entries = {job.image: cache.get(job.key) for job in model_plan.images}
@@ -129,7 +160,7 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
             continue
         for index, means in enumerate(entry.meta["channel_mean"]):
             current = peak_mean.setdefault(index, list(means))
-            peak_mean[index] = [max(a, b) for a, b in zip(current, means)]
+            peak_mean[index] = [max(a, b) for a, b in zip(current, means, strict=False)]
     image_slugs = Slugs()
     image_paths = {name: f"{base}/images/{image_slugs(name)}.html" for name in images}
     layer_slugs = Slugs()
@@ -147,46 +178,87 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
             peak = peak_mean.get(index, [])
             own = meta.get("own_activation")
             ratio = None
-            if own is not None and job.unit < len(peak) and peak[job.unit] > 0 \
-                    and not meta.get("dead"):
+            if (
+                own is not None
+                and job.unit < len(peak)
+                and peak[job.unit] > 0
+                and not meta.get("dead")
+            ):
                 ratio = own / peak[job.unit]
-            units.append(UnitView(
-                index=job.unit, path=f"{base}/layers/{slug}/units/{job.unit}.html",
-                picture=assets.publish(entry, "unit.webp"), objective=meta.get("objective"),
-                dead=bool(meta.get("dead")), ratio=ratio, steps=int(meta.get("steps", 0)),
-                seconds=float(meta.get("seconds", 0.0)),
-                exemplars=_exemplars(exemplars, job.unit, assets, image_paths, photos)))
+            units.append(
+                UnitView(
+                    index=job.unit,
+                    path=f"{base}/layers/{slug}/units/{job.unit}.html",
+                    picture=assets.publish(entry, "unit.webp"),
+                    objective=meta.get("objective"),
+                    dead=bool(meta.get("dead")),
+                    ratio=ratio,
+                    steps=int(meta.get("steps", 0)),
+                    seconds=float(meta.get("seconds", 0.0)),
+                    exemplars=_exemplars(exemplars, job.unit, assets, image_paths, photos),
+                )
+            )
         grid = cache.get(model_plan.grids[name].key)
         ratios = [u.ratio for u in units if u.ratio is not None]
-        layers.append(LayerView(
-            name=name, slug=slug, path=path, facts=layer, units=units,
-            best=assets.publish(grid, "best.webp"), all=assets.publish(grid, "all.webp"),
-            seconds=sum(u.seconds for u in units), dead=sum(u.dead for u in units),
-            median_ratio=_median(ratios), index=index))
+        layers.append(
+            LayerView(
+                name=name,
+                slug=slug,
+                path=path,
+                facts=layer,
+                units=units,
+                best=assets.publish(grid, "best.webp"),
+                best_size=assets.size(grid, "best.webp"),
+                all=assets.publish(grid, "all.webp"),
+                seconds=sum(u.seconds for u in units),
+                dead=sum(u.dead for u in units),
+                median_ratio=_median(ratios),
+                index=index,
+            )
+        )
     predictions, views = [], []
     for job in model_plan.predict:
         entry = cache.get(job.key)
         if entry is None:
             continue
         image = images[job.image]
-        prediction = Prediction(image=image.name, breed=image.breed, species=image.species,
-                                top=tuple(entry.meta["top"]),
-                                probabilities=tuple(entry.meta["probabilities"]))
+        prediction = Prediction(
+            image=image.name,
+            breed=image.breed,
+            species=image.species,
+            top=tuple(entry.meta["top"]),
+            probabilities=tuple(entry.meta["probabilities"]),
+        )
         predictions.append(prediction)
         breed = breeds.breeds.get(image.breed)
-        top = [ClassView(index=i, label=breeds.label(i), probability=p,
-                         correct=(i in breed.class_indices) if breed and breed.mapped else None)
-               for i, p in zip(prediction.top[: config.render.top_k],
-                               prediction.probabilities[: config.render.top_k])]
+        top = [
+            ClassView(
+                index=i,
+                label=breeds.label(i),
+                probability=p,
+                correct=(i in breed.class_indices) if breed and breed.mapped else None,
+            )
+            for i, p in zip(
+                prediction.top[: config.render.top_k],
+                prediction.probabilities[: config.render.top_k],
+                strict=False,
+            )
+        ]
         view = ImageView(
-            name=image.name, path=image_paths[image.name],
-            photo=photos.get(image.name, (None, None))[0],
-            thumb=photos.get(image.name, (None, None))[1],
-            breed=image.breed, breed_title=breed.title if breed else breed_title(image.breed),
-            species=image.species, split=image.split, top=top,
+            name=image.name,
+            path=image_paths[image.name],
+            photo=photos[image.name]["photo"],
+            thumb=photos[image.name]["thumb"],
+            size=photos[image.name]["size"],
+            breed=image.breed,
+            breed_title=breed.title if breed else breed_title(image.breed),
+            species=image.species,
+            split=image.split,
+            top=top,
             top1_correct=is_breed_correct(prediction, breeds, 1),
             top5_correct=is_breed_correct(prediction, breeds, 5),
-            detailed=image.name in detailed_names)
+            detailed=image.name in detailed_names,
+        )
         entry = image_entries.get(image.name)
         if entry is not None:
             classes = entry.meta["cam_classes"]
@@ -194,34 +266,71 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
             view.cam_true_class = breeds.label(classes[1]) if len(classes) > 1 else None
             for layer_view in layers:
                 i = layer_view.index
-                view.layers.append(ImageLayerView(
-                    layer=layer_view.name, layer_path=layer_view.path,
-                    activation=assets.publish(entry, f"act_{i}.webp"),
-                    cam=assets.publish(entry, f"cam0_{i}.jpg"),
-                    cam_true=assets.publish(entry, f"cam1_{i}.jpg"),
-                    shape=tuple(entry.meta["shapes"][i])))
+                view.layers.append(
+                    ImageLayerView(
+                        layer=layer_view.name,
+                        layer_path=layer_view.path,
+                        activation=assets.publish(entry, f"act_{i}.webp"),
+                        heat=assets.publish(entry, f"raw0_{i}.png"),
+                        heat_true=assets.publish(entry, f"raw1_{i}.png"),
+                        shape=tuple(entry.meta["shapes"][i]),
+                    )
+                )
         views.append(view)
-    first_best = next((layer.best for layer in reversed(layers) if layer.best), None)
+    # Three quarters deep: past edges and textures, before the 1x1 class logits.
+    pictured = [layer for layer in layers if layer.best]
+    shown = pictured[(3 * len(pictured)) // 4] if pictured else None
     return ModelView(
-        id=config.id, title=config.title, path=f"{base}/index.html", facts=model_plan.facts,
-        layers=layers, images=views, metrics=pets_metrics(predictions, breeds),
-        notes=_markdown(config.notes), random_weights=model_plan.facts["random_weights"],
+        id=config.id,
+        title=config.title,
+        path=f"{base}/index.html",
+        facts=model_plan.facts,
+        layers=layers,
+        images=views,
+        metrics=pets_metrics(predictions, breeds),
+        notes=_markdown(config.notes),
+        random_weights=model_plan.facts["random_weights"],
         units=sum(len(layer.units) for layer in layers),
         seconds=sum(layer.seconds for layer in layers),
         source=config.application or (config.file.name if config.file else ""),
-        picture=first_best)
+        picture=shown.best if shown else None,
+        picture_size=shown.best_size if shown else (1, 1),
+        picture_layer=shown.name if shown else "",
+        confusions=_confusions(views, breeds),
+    )
 
 
-def _exemplars(entry, unit: int, assets: Assets, image_paths: dict, photos: dict
-               ) -> tuple[dict, ...]:
+def _confusions(views: list[ImageView], breeds) -> list[dict]:
+    """Wrong top-1 classes per breed, most frequent first, with the images they came from."""
+    groups: dict[tuple[str, str], list[ImageView]] = {}
+    for view in views:
+        if view.top1_correct is False:
+            groups.setdefault((view.breed_title, view.top1_label), []).append(view)
+    ranked = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [
+        {"breed": breed, "label": label, "count": len(found), "images": found}
+        for (breed, label), found in ranked
+    ]
+
+
+def _exemplars(
+    entry, unit: int, assets: Assets, image_paths: dict, photos: dict
+) -> tuple[dict, ...]:
     if entry is None:
         return ()
     found = []
     for rank, item in enumerate(entry.meta["units"].get(str(unit), [])):
         name = item["image"]
-        found.append({"image": name, "path": image_paths.get(name), "max": item["max"],
-                      "thumb": photos.get(name, (None, None))[1],
-                      "map": assets.publish(entry, f"u{unit}_{rank}.png")})
+        found.append(
+            {
+                "image": name,
+                "path": image_paths.get(name),
+                "max": item["max"],
+                "thumb": photos.get(name, {}).get("thumb"),
+                "size": photos.get(name, {}).get("size", (1, 1)),
+                "map": assets.publish(entry, f"u{unit}_{rank}.png"),
+            }
+        )
     return tuple(found)
 
 
@@ -230,29 +339,48 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
     config = context.config
     slugs = Slugs()
     photos = {}
-    from atlas.plan import photo_job
-
     for image in context.scan.images:
         entry = context.cache.get(photo_job(image).key)
-        photos[image.name] = (assets.publish(entry, "photo.jpg"),
-                              assets.publish(entry, "thumb.jpg"))
+        width, height = (entry.meta["width"], entry.meta["height"]) if entry else (1, 1)
+        photos[image.name] = {
+            "photo": assets.publish(entry, "photo.jpg"),
+            "thumb": assets.publish(entry, "thumb.jpg"),
+            "size": _fit(width, height, PHOTO_SIDE),
+        }
     models = [_model_view(p, context, assets, slugs, photos) for p in context.models]
     home = ("Home", "index.html")
     pages: list[Page] = [
-        Page("index.html", "index.html", config.site.title, {
-            "models": models, "intro": _markdown(config.site.notes), "scan": context.scan,
-            "dataset": config.dataset, "ledger": _ledger(context),
-            "breeds": context.breeds}),
-        Page("dataset.html", "dataset.html", "Dataset", {
-            "scan": context.scan, "breeds": context.breeds, "dataset": config.dataset},
-            crumbs=(home, ("Dataset", None))),
+        Page(
+            "index.html",
+            "index.html",
+            config.site.title,
+            {
+                "models": models,
+                "intro": _markdown(config.site.notes),
+                "scan": context.scan,
+                "dataset": config.dataset,
+                "ledger": _ledger(context),
+                "breeds": context.breeds,
+            },
+        ),
+        Page(
+            "dataset.html",
+            "dataset.html",
+            "Dataset",
+            {"scan": context.scan, "breeds": context.breeds, "dataset": config.dataset},
+            crumbs=(home, ("Dataset", None)),
+        ),
         Page("404.html", "404.html", "Not found", {}),
     ]
     for model in models:
         pages += _model_pages(model, home)
-    site = {"title": config.site.title, "version": __version__, "models": models,
-            "base_path": config.site.base_path,
-            "timestamp": _timestamp() if config.site.timestamp else None}
+    site = {
+        "title": config.site.title,
+        "version": __version__,
+        "models": models,
+        "base_path": config.site.base_path,
+        "timestamp": _timestamp() if config.site.timestamp else None,
+    }
     return pages, site
 
 
@@ -260,45 +388,81 @@ def _model_pages(model: ModelView, home) -> list[Page]:
     crumb = (model.title, model.path)
     pages = [
         Page(model.path, "model.html", model.title, model, crumbs=(home, (model.title, None))),
-        Page(model.path.replace("index.html", "predictions.html"), "predictions.html",
-             f"{model.title}: predictions", model,
-             crumbs=(home, crumb, ("Predictions", None))),
-        Page(model.path.replace("index.html", "accuracy.html"), "accuracy.html",
-             f"{model.title}: pets accuracy", model,
-             crumbs=(home, crumb, ("Pets accuracy", None))),
+        Page(
+            model.sibling("predictions.html"),
+            "predictions.html",
+            f"{model.title}: predictions",
+            model,
+            crumbs=(home, crumb, ("Predictions", None)),
+        ),
+        Page(
+            model.sibling("accuracy.html"),
+            "accuracy.html",
+            f"{model.title}: pets accuracy",
+            model,
+            crumbs=(home, crumb, ("Pets accuracy", None)),
+        ),
     ]
     for i, layer in enumerate(model.layers):
-        neighbours = {"prev": model.layers[i - 1] if i > 0 else None,
-                      "next": model.layers[i + 1] if i + 1 < len(model.layers) else None}
-        pages.append(Page(layer.path, "layer.html", f"{model.title}: {layer.name}",
-                          {"model": model, "layer": layer, **neighbours},
-                          crumbs=(home, crumb, (layer.name, None))))
+        neighbours = {
+            "prev": model.layers[i - 1] if i > 0 else None,
+            "next": model.layers[i + 1] if i + 1 < len(model.layers) else None,
+        }
+        pages.append(
+            Page(
+                layer.path,
+                "layer.html",
+                f"{model.title}: {layer.name}",
+                {"model": model, "layer": layer, **neighbours},
+                crumbs=(home, crumb, (layer.name, None)),
+            )
+        )
         layer_crumb = (layer.name, layer.path)
         for j, unit in enumerate(layer.units):
-            pages.append(Page(unit.path, "unit.html",
-                              f"{model.title}: {layer.name} unit {unit.index}", {
-                                  "model": model, "layer": layer, "unit": unit,
-                                  "prev": layer.units[j - 1] if j > 0 else None,
-                                  "next": layer.units[j + 1] if j + 1 < len(layer.units)
-                                  else None},
-                              crumbs=(home, crumb, layer_crumb, (f"unit {unit.index}", None))))
-    shown = [image for image in model.images if image.detailed]
+            pages.append(
+                Page(
+                    unit.path,
+                    "unit.html",
+                    f"{model.title}: {layer.name} unit {unit.index}",
+                    {
+                        "model": model,
+                        "layer": layer,
+                        "unit": unit,
+                        "prev": layer.units[j - 1] if j > 0 else None,
+                        "next": layer.units[j + 1] if j + 1 < len(layer.units) else None,
+                    },
+                    crumbs=(home, crumb, layer_crumb, (f"unit {unit.index}", None)),
+                )
+            )
+    shown = model.detailed_images
+    predictions_crumb = ("Predictions", model.sibling("predictions.html"))
     for i, image in enumerate(shown):
-        pages.append(Page(image.path, "image.html", f"{model.title}: {image.name}", {
-            "model": model, "image": image,
-            "prev": shown[i - 1] if i > 0 else None,
-            "next": shown[i + 1] if i + 1 < len(shown) else None},
-            crumbs=(home, crumb, (image.name, None))))
+        pages.append(
+            Page(
+                image.path,
+                "image.html",
+                f"{model.title}: {image.name}",
+                {
+                    "model": model,
+                    "image": image,
+                    "prev": shown[i - 1] if i > 0 else None,
+                    "next": shown[i + 1] if i + 1 < len(shown) else None,
+                },
+                crumbs=(home, crumb, predictions_crumb, (image.name, None)),
+            )
+        )
     return pages
 
 
 def _ledger(context) -> dict:
     rendered = sum(context.rendered.values())
     reused = sum(context.reused.values())
-    return {"rendered": dict(sorted(context.rendered.items())),
-            "reused": dict(sorted(context.reused.items())),
-            "total": rendered + reused,
-            "from_cache": reused / (rendered + reused) if rendered + reused else None}
+    return {
+        "rendered": dict(sorted(context.rendered.items())),
+        "reused": dict(sorted(context.reused.items())),
+        "total": rendered + reused,
+        "from_cache": reused / (rendered + reused) if rendered + reused else None,
+    }
 
 
 def _timestamp() -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.cache import make_key
-from atlas.config import ModelConfig, RenderSettings
+from atlas.config import ModelConfig
 from atlas.dataset import DatasetImage
 
 log = logging.getLogger(__name__)
@@ -112,18 +112,26 @@ def image_job(model: ModelConfig, identity: dict, image: DatasetImage, layers: S
                extra={"second_class": second_class})
 
 
-def method_description(render: RenderSettings) -> dict[str, Any]:
+def unit_params(model: ModelConfig, index: int, input_size: Sequence[int]):
+    """The model's filter-visualization parameters: defaults for its size + overrides.
+
+    Raises:
+        ConfigError: an override that is not a parameter of the method.
+    """
+    from atlas.render.settings import resolve_params
+
+    render = model.render
     overrides = render.classic if render.method == "classic" else render.lucid
-    return {"method": render.method, "overrides": dict(sorted(overrides.items()))}
+    return resolve_params(render.method, int(input_size[0]), overrides,
+                          f"models[{index}].render.{render.method}")
 
 
 def unit_job(model: ModelConfig, identity: dict, layer: str, unit: int,
-             input_size: Sequence[int]) -> Job:
-    render = model.render
-    seed = unit_seed(render.seed, layer, unit)
+             input_size: Sequence[int], params: object) -> Job:
+    seed = unit_seed(model.render.seed, layer, unit)
     key = make_key({"kind": "unit", "v": RENDERER_VERSION["unit"], "model": identity,
                     "layer": layer, "unit": unit, "size": list(input_size),
-                    "method": method_description(render), "seed": seed})
+                    "method": repr(params), "seed": seed})
     return Job("unit", model.id, key, layer=layer, unit=unit, extra={"seed": seed})
 
 

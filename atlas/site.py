@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import jinja2
+from PIL import Image
 
 from atlas.cache import Entry
 from atlas.errors import AtlasError
@@ -30,21 +31,38 @@ PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 class Slugs:
-    """Safe, unique, stable file names for user-given names (images, layers, models)."""
+    """Safe, unique, stable file names for user-given names (images, layers, models).
+
+    A slug keeps only ``[A-Za-z0-9_.-]`` (accents are folded to ASCII first). A name that
+    had to change, or whose slug is taken (case-insensitively, for case-insensitive file
+    systems), gets 8 hex digits of its SHA-256 appended, so two names never share a file
+    and the same name always gets the same slug.
+    """
 
     def __init__(self) -> None:
-        self._taken: dict[str, str] = {}
+        self._taken: set[str] = set()
         self._by_name: dict[str, str] = {}
 
-    def __call__(self, name: str) -> str:
+    def __call__(self, name: str, text: str | None = None) -> str:
+        """The slug of ``name``; ``text`` (default: the name) is what the slug is made of.
+
+        Args:
+            name: the identity: the same name always returns the same slug.
+            text: a readable form of the name to build the slug from, e.g. a file name
+                without its extension.
+        """
         if name in self._by_name:
             return self._by_name[name]
-        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_name).strip("._-")[:80] or "item"
-        if slug != name or slug.lower() in self._taken:
+        text = name if text is None else text
+        ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", ascii_text).strip("._-")[:80] or "item"
+        if slug != text or slug.lower() in self._taken:
             # Names that differ only in characters the slug drops must not collide.
-            slug = f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-        self._taken[slug.lower()] = name
+            base, salt = slug, 0
+            while slug == base or slug.lower() in self._taken:
+                digest = hashlib.sha256(f"{name}\0{salt}".encode() if salt else name.encode())
+                slug, salt = f"{base}-{digest.hexdigest()[:8]}", salt + 1
+        self._taken.add(slug.lower())
         self._by_name[name] = slug
         return slug
 
@@ -63,6 +81,13 @@ class Assets:
         site_path = f"assets/{digest[:20]}{suffix}"
         self.files.setdefault(site_path, entry.file(name))
         return site_path
+
+    def size(self, entry: Entry | None, name: str) -> tuple[int, int]:
+        """A cached picture's width and height (read from its header), (1, 1) if missing."""
+        if entry is None or name not in entry.meta.get("_files", {}):
+            return (1, 1)
+        with Image.open(entry.file(name)) as picture:
+            return picture.size
 
 
 @dataclass(frozen=True)
@@ -115,8 +140,7 @@ def render_pages(pages: list[Page], env: jinja2.Environment, target: Path, site:
         def link(target_path: str, page: Page = page) -> str:
             return url(page.path, target_path)
 
-        html = template.render(page=page, c=page.context, site=site, link=link,
-                               root=page.root)
+        html = template.render(page=page, c=page.context, site=site, link=link, root=page.root)
         destination = target / page.path
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.write_text(html, encoding="utf-8")
@@ -142,10 +166,16 @@ def copy_static(user_templates: Path | None, target: Path) -> None:
 
 def prepare_temp(output: Path) -> Path:
     """A fresh folder beside the output, on the same file system (for an atomic rename)."""
-    if output.exists() and output.is_dir() and any(output.iterdir()) \
-            and not (output / MARKER).exists():
-        raise AtlasError(f"refusing to replace {output}: it is not empty and was not made by "
-                         "atlas (no .atlas-site marker); choose another site.output or empty it")
+    if (
+        output.exists()
+        and output.is_dir()
+        and any(output.iterdir())
+        and not (output / MARKER).exists()
+    ):
+        raise AtlasError(
+            f"refusing to replace {output}: it is not empty and was not made by "
+            "atlas (no .atlas-site marker); choose another site.output or empty it"
+        )
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         temp = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:12]}"

@@ -51,6 +51,16 @@ from atlas.render.param import (  # noqa: F401  (re-exported: the build imports 
 
 log = logging.getLogger(__name__)
 
+
+class _ExpectedRetracing(logging.Filter):
+    """Each layer gets its own feature model, hence its own trace: expected, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_ExpectedRetracing())
+
 GREY = 127.5
 # Beyond 64 images the per-image step time stops falling on the 2-core CPU we measured.
 MAX_BATCH = 64

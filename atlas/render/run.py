@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import numpy as np
 import tensorflow as tf
@@ -139,12 +138,13 @@ def run_units(loaded: LoadedModel, jobs: Sequence[Job], cache: Cache, progress: 
     for job in jobs:
         by_layer[job.layer].append(job)
     for layer, layer_jobs in by_layer.items():
-        feature_model = loaded.graph.submodel([layer])
+        feature_model = loaded.feature_model(layer)
         by_unit = {job.unit: job for job in layer_jobs}
         units = sorted(by_unit)
         seeds = [by_unit[u].extra["seed"] for u in units]
         for results in filters.render_units(feature_model, units, seeds, params,
-                                            loaded.preprocess, max_steps=max_steps):
+                                            loaded.preprocess, max_steps=max_steps,
+                                            eval_size=loaded.input_size[0]):
             for result in results:
                 cache.put(by_unit[result.unit].key, {
                     "objective": _finite(result.objective),
@@ -163,12 +163,9 @@ def _finite(value: float) -> float | None:
 
 def unit_params(loaded: LoadedModel):
     """The method's parameters for this model: defaults for its size plus config overrides."""
-    from atlas.render import filters
+    from atlas.plan import unit_params as resolve
 
-    render = loaded.config.render
-    params = filters.default_params_for(loaded.input_size[0], render.method)
-    overrides = render.classic if render.method == "classic" else render.lucid
-    return replace(params, **overrides) if overrides else params
+    return resolve(loaded.config, 0, loaded.input_size)
 
 
 def run_exemplars(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, DatasetImage],

@@ -1,4 +1,4 @@
-// atlas: keyboard navigation, filters and sorting. No external requests.
+// atlas: keyboard navigation, filters and sorting. Plain JavaScript, no external requests.
 (function () {
   "use strict";
   function go(rel) {
@@ -11,7 +11,7 @@
       if (event.key === "Escape") { event.target.blur(); }
       return;
     }
-    if (event.altKey || event.ctrlKey || event.metaKey) { return; }
+    if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) { return; }
     if (event.key === "ArrowLeft") { go("prev"); }
     else if (event.key === "ArrowRight") { go("next"); }
     else if (event.key === "/") {
@@ -19,37 +19,54 @@
       if (box) { event.preventDefault(); box.focus(); }
     }
   });
+
+  // Filter boxes: data-filter names the items; an item matches on data-name or its text.
   document.querySelectorAll("input.filter").forEach(function (box) {
-    box.addEventListener("input", function () {
+    function apply() {
       var needle = box.value.trim().toLowerCase();
       document.querySelectorAll(box.dataset.filter).forEach(function (item) {
         var name = (item.dataset.name || item.textContent).toLowerCase();
         item.classList.toggle("hidden", needle !== "" && name.indexOf(needle) < 0);
       });
-    });
+    }
+    box.addEventListener("input", apply);
+    if (box.value) { apply(); }  // the browser may restore a value on "back"
   });
+
+  // Sort selects: data-sort names the container; its children carry data-<key> numbers.
   document.querySelectorAll("select.sort").forEach(function (select) {
     select.addEventListener("change", function () {
       var box = document.querySelector(select.dataset.sort);
       var key = select.value;
       var items = Array.prototype.slice.call(box.children);
       items.sort(function (a, b) {
-        if (key === "index") { return Number(a.dataset.index) - Number(b.dataset.index); }
-        return Number(b.dataset[key]) - Number(a.dataset[key]);
+        if (key === "i") { return Number(a.dataset.i) - Number(b.dataset.i); }
+        return Number(b.dataset[key]) - Number(a.dataset[key]) ||
+          Number(a.dataset.i) - Number(b.dataset.i);
       });
-      items.forEach(function (item) { box.appendChild(item); });
+      var fragment = document.createDocumentFragment();
+      items.forEach(function (item) { fragment.appendChild(item); });
+      box.appendChild(fragment);
     });
   });
+
+  // Predictions table: breed and "mistakes only" filters.
+  var breed = document.querySelector("select.breed-filter");
+  var wrong = document.querySelector("input.wrong-only");
+  var count = document.querySelector(".count");
   function filterRows() {
-    var breed = document.querySelector("select.breed-filter");
-    var wrong = document.querySelector("input.wrong-only");
-    document.querySelectorAll("table.predictions tbody tr").forEach(function (row) {
+    var shown = 0;
+    var rows = document.querySelectorAll("table.predictions tbody tr");
+    rows.forEach(function (row) {
       var show = (!breed || !breed.value || row.dataset.breed === breed.value) &&
         (!wrong || !wrong.checked || row.dataset.correct === "no");
       row.classList.toggle("hidden", !show);
+      if (show) { shown += 1; }
     });
+    if (count) { count.textContent = shown + " of " + rows.length + " photos"; }
   }
-  document.querySelectorAll("select.breed-filter, input.wrong-only").forEach(function (el) {
-    el.addEventListener("change", filterRows);
-  });
+  if (breed || wrong) {
+    [breed, wrong].forEach(function (el) { if (el) { el.addEventListener("change", filterRows); } });
+    filterRows();
+  }
 })();

@@ -1,0 +1,239 @@
+"""The built site in a real browser: click through, use the keys and the filter, no errors.
+
+Drives Debian's Chromium through Playwright's Python package; Playwright never downloads a
+browser here. Screenshots of each page kind go to test-artifacts/screenshots/, and into
+docs/img/screens/ when ATLAS_UPDATE_SCREENSHOTS=1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sitecheck import REPO, small_site
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = REPO / "test-artifacts" / "screenshots"
+README_SHOTS = REPO / "docs" / "img" / "screens"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    """The small site over HTTP on 127.0.0.1; yields its base URL."""
+    from atlas.serve import make_server
+
+    site = small_site(tmp_path_factory)
+    httpd = make_server(site, "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing; CI must run the browser tests")
+        pytest.skip(f"{CHROMIUM} is missing")
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Watched:
+    """A page whose console errors, page errors and failed requests are recorded."""
+
+    def __init__(self, browser, base: str, **context_options) -> None:
+        self.context = browser.new_context(**context_options)
+        self.page = self.context.new_page()
+        self.base = base
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        # Leaving a page aborts its pending lazy pictures: that is not a failure.
+        self.page.on(
+            "requestfailed",
+            lambda r: (
+                r.failure == "net::ERR_ABORTED"
+                or self.errors.append(f"failed: {r.url} ({r.failure})")
+            ),
+        )
+        self.page.on(
+            "response",
+            lambda r: r.status >= 400 and self.errors.append(f"HTTP {r.status}: {r.url}"),
+        )
+        self.page.on(
+            "request",
+            lambda r: r.url.startswith(base) or self.errors.append(f"external request: {r.url}"),
+        )
+
+    def goto(self, path: str = "") -> None:
+        self.page.goto(self.base + path, wait_until="load")
+
+    def settle(self) -> None:
+        """Scroll to the bottom and back so that lazy pictures load (and can fail)."""
+        self.page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        self.page.wait_for_load_state("networkidle")
+        self.page.evaluate("window.scrollTo(0, 0)")
+
+    def shot(self, kind: str, full_page: bool = False) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        target = SHOTS / f"{kind}.png"
+        self.page.screenshot(path=str(target), full_page=full_page)
+        if os.environ.get("ATLAS_UPDATE_SCREENSHOTS") == "1":
+            README_SHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(target, README_SHOTS / f"{kind}.png")
+
+    def path(self) -> str:
+        return self.page.url.removeprefix(self.base)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def test_click_through_keys_and_filter(browser, server):
+    tab = Watched(browser, server, viewport={"width": 1280, "height": 900})
+    page = tab.page
+    tab.goto("index.html")
+    tab.settle()
+    tab.shot("home")
+
+    page.click("a.model-card")
+    assert tab.path() == "models/mobilenet/index.html"
+    tab.settle()
+    tab.shot("model")
+
+    page.fill("input.filter", "conv_pw")
+    visible = page.locator(".layer-card:visible .name").all_inner_texts()
+    assert visible == ["conv_pw_1", "conv_pw_13"]
+    page.fill("input.filter", "")
+
+    page.click(".layer-card[data-name='conv_dw_1']")
+    assert tab.path() == "models/mobilenet/layers/conv_dw_1/index.html"
+    tab.settle()
+    tab.shot("layer")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url("**/layers/conv_pw_1/index.html")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url("**/layers/conv_dw_1/index.html")
+
+    page.fill("input.filter", "2")
+    assert page.locator(".units > a:visible").all_inner_texts() == ["2"]
+    page.fill("input.filter", "")
+    page.select_option("select.sort", "o")
+    order = page.locator(".units > a").evaluate_all("l => l.map(a => Number(a.dataset.o))")
+    assert order == sorted(order, reverse=True)
+
+    page.locator(".units > a").filter(has_text="1").first.click()
+    assert tab.path() == "models/mobilenet/layers/conv_dw_1/units/1.html"
+    tab.settle()
+    tab.shot("unit")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url("**/units/2.html")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url("**/units/1.html")
+
+    page.locator(".exemplars a").first.click()
+    assert "/images/" in tab.path()
+    first_image = tab.path()
+    tab.settle()
+    tab.shot("image")
+    page.fill("input.filter", "conv_preds")
+    assert page.locator(".layer-row:visible h3 a").all_inner_texts() == ["conv_preds"]
+    page.fill("input.filter", "")
+    page.locator("body").click(position={"x": 5, "y": 5})  # leave the box: keys navigate
+    if page.locator("a[rel=next]").count():
+        page.keyboard.press("ArrowRight")
+        page.wait_for_url(lambda url: url != tab.base + first_image)
+        page.keyboard.press("ArrowLeft")
+        page.wait_for_url(tab.base + first_image)
+
+    page.click("nav.crumbs a:text('Predictions')")
+    assert tab.path() == "models/mobilenet/predictions.html"
+    rows = page.locator("table.predictions tbody tr")
+    total = rows.count()
+    page.select_option("select.breed-filter", "Pug")
+    assert 0 < page.locator("table.predictions tbody tr:visible").count() < total
+    page.select_option("select.breed-filter", "")
+    tab.shot("predictions")
+
+    for path, kind in (("models/mobilenet/accuracy.html", "accuracy"), ("dataset.html", "dataset")):
+        tab.goto(path)
+        tab.settle()
+        tab.shot(kind)
+    assert tab.errors == []
+    tab.close()
+
+
+def test_missing_page_gets_the_404_page(browser, server):
+    tab = Watched(browser, server)
+    response = tab.page.goto(server + "no/such/page.html")
+    assert response.status == 404
+    assert "not part of" in tab.page.content()
+    tab.close()
+
+
+def test_phone_layout_has_no_sideways_scroll(browser, server):
+    tab = Watched(
+        browser,
+        server,
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        device_scale_factor=2,
+    )
+    for path in (
+        "index.html",
+        "models/mobilenet/index.html",
+        "models/mobilenet/layers/conv_pw_13/index.html",
+        "models/mobilenet/layers/conv_pw_13/units/0.html",
+    ):
+        tab.goto(path)
+        overflow = tab.page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 1, f"{path} scrolls sideways by {overflow}px on a phone"
+    tab.goto("models/mobilenet/index.html")
+    tab.shot("phone")
+    assert tab.errors == []
+    tab.close()
+
+
+def test_site_works_from_file_urls(browser, tmp_path_factory):
+    """No server: file:// pages load their style, script and pictures, and links work."""
+    site = small_site(tmp_path_factory)
+    context = browser.new_context()
+    page = context.new_page()
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: r.failure == "net::ERR_ABORTED" or failed.append(r.url))
+    page.on("pageerror", lambda e: failed.append(str(e)))
+    page.goto((site / "index.html").as_uri())
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") != "rgba(0, 0, 0, 0)"
+    page.click("a.model-card")
+    assert page.url.endswith("/models/mobilenet/index.html")
+    page.click(".layer-card[data-name='conv1']")
+    page.wait_for_url("**/layers/conv1/index.html")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url("**/layers/conv_dw_1/index.html")
+    assert failed == []
+    context.close()

@@ -82,25 +82,14 @@ def activation_grid(maps: np.ndarray, max_channels: int, max_side: int = 256) ->
     cell = max(1, (max_side - GAP * (columns - 1)) // columns)
     tiles = colorize(_block_scale(maps, cell), "viridis")  # (h, w, c, 3)
     tile_h, tile_w = tiles.shape[0], tiles.shape[1]
-    canvas = np.full((rows * (tile_h + GAP) - GAP, columns * (tile_w + GAP) - GAP, 3),
-                     GAP_COLOUR, dtype=np.uint8)
+    canvas = np.full(
+        (rows * (tile_h + GAP) - GAP, columns * (tile_w + GAP) - GAP, 3), GAP_COLOUR, dtype=np.uint8
+    )
     for channel in range(count):
         row, column = divmod(channel, columns)
         top, left = row * (tile_h + GAP), column * (tile_w + GAP)
-        canvas[top:top + tile_h, left:left + tile_w] = tiles[:, :, channel]
+        canvas[top : top + tile_h, left : left + tile_w] = tiles[:, :, channel]
     return Image.fromarray(canvas)
-
-
-def heat_overlay(photo: Image.Image, cam: np.ndarray, alpha: float) -> Image.Image:
-    """Grad-CAM map (any size, values >= 0) upsampled onto the photo with jet at ``alpha``."""
-    peak = float(cam.max()) if cam.size else 0.0
-    normalized = cam / peak if peak > 0 else np.zeros_like(cam)
-    heat = Image.fromarray((normalized * 255).astype(np.uint8)).resize(photo.size,
-                                                                        Image.BILINEAR)
-    coloured = colorize(np.asarray(heat, dtype=np.float32) / 255.0, "jet")
-    blended = (1 - alpha) * np.asarray(photo.convert("RGB"), dtype=np.float32) \
-        + alpha * coloured.astype(np.float32)
-    return Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
 
 
 def map_to_png_array(values: np.ndarray) -> np.ndarray:
@@ -111,8 +100,9 @@ def map_to_png_array(values: np.ndarray) -> np.ndarray:
     return np.clip(np.round(values / peak * 255), 0, 255).astype(np.uint8)
 
 
-def stitch(pictures: Sequence[np.ndarray], columns: int | None = None,
-           cell: int | None = None) -> Image.Image:
+def stitch(
+    pictures: Sequence[np.ndarray], columns: int | None = None, cell: int | None = None
+) -> Image.Image:
     """Pictures (uint8 HxWx3) side by side in a grid, each resized to ``cell`` pixels."""
     if not pictures:
         raise ValueError("nothing to stitch")
@@ -120,15 +110,16 @@ def stitch(pictures: Sequence[np.ndarray], columns: int | None = None,
         _, columns = grid_shape(len(pictures))
     rows = math.ceil(len(pictures) / columns)
     cell = cell or pictures[0].shape[0]
-    canvas = np.full((rows * (cell + GAP) - GAP, columns * (cell + GAP) - GAP, 3),
-                     GAP_COLOUR, dtype=np.uint8)
+    canvas = np.full(
+        (rows * (cell + GAP) - GAP, columns * (cell + GAP) - GAP, 3), GAP_COLOUR, dtype=np.uint8
+    )
     for index, picture in enumerate(pictures):
         image = Image.fromarray(picture)
         if image.size != (cell, cell):
             image = image.resize((cell, cell), Image.LANCZOS)
         row, column = divmod(index, columns)
         top, left = row * (cell + GAP), column * (cell + GAP)
-        canvas[top:top + cell, left:left + cell] = np.asarray(image.convert("RGB"))
+        canvas[top : top + cell, left : left + cell] = np.asarray(image.convert("RGB"))
     return Image.fromarray(canvas)
 
 

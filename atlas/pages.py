@@ -115,6 +115,7 @@ class ModelView:
     picture: str | None
     picture_size: tuple[int, int]
     picture_layer: str
+    gradcam_alpha: float = 0.4
     confusions: list[dict] = field(default_factory=list)
 
     @property
@@ -160,7 +161,7 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
             continue
         for index, means in enumerate(entry.meta["channel_mean"]):
             current = peak_mean.setdefault(index, list(means))
-            peak_mean[index] = [max(a, b) for a, b in zip(current, means, strict=False)]
+            peak_mean[index] = [max(a, b) for a, b in zip(current, means, strict=True)]
     image_slugs = Slugs()
     image_paths = {name: f"{base}/images/{image_slugs(name)}.html" for name in images}
     layer_slugs = Slugs()
@@ -241,7 +242,7 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
             for i, p in zip(
                 prediction.top[: config.render.top_k],
                 prediction.probabilities[: config.render.top_k],
-                strict=False,
+                strict=True,
             )
         ]
         view = ImageView(
@@ -296,6 +297,7 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
         picture=shown.best if shown else None,
         picture_size=shown.best_size if shown else (1, 1),
         picture_layer=shown.name if shown else "",
+        gradcam_alpha=config.render.gradcam_alpha,
         confusions=_confusions(views, breeds),
     )
 
@@ -359,9 +361,19 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
                 "intro": _markdown(config.site.notes),
                 "scan": context.scan,
                 "dataset": config.dataset,
-                "ledger": _ledger(context),
                 "breeds": context.breeds,
             },
+        ),
+        Page(
+            "build.html",
+            "build.html",
+            "Compute ledger",
+            {
+                "models": models,
+                "ledger": _ledger(context),
+                "stages": [(name, seconds) for name, seconds in context.timer.seconds.items()],
+            },
+            crumbs=(home, ("Compute ledger", None)),
         ),
         Page(
             "dataset.html",
@@ -380,6 +392,7 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
         "models": models,
         "base_path": config.site.base_path,
         "timestamp": _timestamp() if config.site.timestamp else None,
+        "jet": _jet_tables(),
     }
     return pages, site
 
@@ -469,3 +482,16 @@ def _timestamp() -> str:
     import datetime
 
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _jet_tables(samples: int = 33) -> dict[str, str]:
+    """matplotlib's jet as SVG ``feComponentTransfer`` tables, one per channel.
+
+    The site colours the grey Grad-CAM maps in the browser (a few hundred bytes per map
+    instead of a JPEG overlay each); the colours still come from matplotlib's table.
+    """
+    from atlas.draw import _lut
+
+    table = _lut("jet")[[round(i * 255 / (samples - 1)) for i in range(samples)]] / 255.0
+    return {channel: " ".join(f"{v:.3f}" for v in table[:, index])
+            for index, channel in enumerate("rgb")}

@@ -23,11 +23,18 @@ from atlas.dataset import DatasetImage
 log = logging.getLogger(__name__)
 
 # Bump the number of a kind whenever its rendering code changes what it outputs.
-RENDERER_VERSION = {"facts": 1, "predict": 1, "image": 1, "photo": 1, "unit": 1, "grid": 1,
-                    "exemplars": 1}
-PHOTO_SIDE = 320      # the photo shown on image pages and under heat maps
-THUMB_SIDE = 112      # photo thumbnails in lists
-EXEMPLARS = 4         # images shown per unit, strongest first
+RENDERER_VERSION = {
+    "facts": 1,
+    "predict": 1,
+    "image": 2,
+    "photo": 1,
+    "unit": 1,
+    "grid": 1,
+    "exemplars": 1,
+}
+PHOTO_SIDE = 320  # the photo shown on image pages and under heat maps
+THUMB_SIDE = 112  # photo thumbnails in lists
+EXEMPLARS = 4  # images shown per unit, strongest first
 
 
 def _version(package: str) -> str:
@@ -50,13 +57,16 @@ def model_identity(config: ModelConfig) -> dict[str, Any]:
     if isinstance(config.weights, Path):
         weights = {"file_sha256": file_digest(config.weights)}
     else:
-        weights = {"id": config.weights, "seed": config.render.seed
-                   if config.weights == "none" else None}
+        weights = {
+            "id": config.weights,
+            "seed": config.render.seed if config.weights == "none" else None,
+        }
     return {
         "application": config.application,
         "file_sha256": file_digest(config.file) if config.file else None,
-        "options": {k: list(v) if isinstance(v, tuple) else v
-                    for k, v in sorted(config.options.items())},
+        "options": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in sorted(config.options.items())
+        },
         "weights": weights,
         "keras": _version("keras"),
         "tensorflow": _version("tensorflow"),
@@ -88,28 +98,58 @@ def facts_job(model: ModelConfig, identity: dict) -> Job:
 
 
 def photo_job(image: DatasetImage) -> Job:
-    key = make_key({"kind": "photo", "v": RENDERER_VERSION["photo"], "image": image.digest,
-                    "side": PHOTO_SIDE, "thumb": THUMB_SIDE})
+    key = make_key(
+        {
+            "kind": "photo",
+            "v": RENDERER_VERSION["photo"],
+            "image": image.digest,
+            "side": PHOTO_SIDE,
+            "thumb": THUMB_SIDE,
+        }
+    )
     return Job("photo", "", key, image=image.name)
 
 
-def predict_job(model: ModelConfig, identity: dict, image: DatasetImage,
-                input_size: Sequence[int]) -> Job:
-    key = make_key({"kind": "predict", "v": RENDERER_VERSION["predict"], "model": identity,
-                    "image": image.digest, "size": list(input_size),
-                    "top_k": max(5, model.render.top_k)})
+def predict_job(
+    model: ModelConfig, identity: dict, image: DatasetImage, input_size: Sequence[int]
+) -> Job:
+    key = make_key(
+        {
+            "kind": "predict",
+            "v": RENDERER_VERSION["predict"],
+            "model": identity,
+            "image": image.digest,
+            "size": list(input_size),
+            "top_k": max(5, model.render.top_k),
+        }
+    )
     return Job("predict", model.id, key, image=image.name)
 
 
-def image_job(model: ModelConfig, identity: dict, image: DatasetImage, layers: Sequence[str],
-              second_class: int, input_size: Sequence[int]) -> Job:
+def image_job(
+    model: ModelConfig,
+    identity: dict,
+    image: DatasetImage,
+    layers: Sequence[str],
+    second_class: int,
+    input_size: Sequence[int],
+) -> Job:
     render = model.render
-    key = make_key({"kind": "image", "v": RENDERER_VERSION["image"], "model": identity,
-                    "image": image.digest, "layers": list(layers), "size": list(input_size),
-                    "channels": render.activation_channels, "alpha": render.gradcam_alpha,
-                    "second_class": second_class, "photo_side": PHOTO_SIDE})
-    return Job("image", model.id, key, image=image.name,
-               extra={"second_class": second_class})
+    key = make_key(
+        {
+            "kind": "image",
+            "v": RENDERER_VERSION["image"],
+            "model": identity,
+            "image": image.digest,
+            "layers": list(layers),
+            "size": list(input_size),
+            "channels": render.activation_channels,
+            "alpha": render.gradcam_alpha,
+            "second_class": second_class,
+            "photo_side": PHOTO_SIDE,
+        }
+    )
+    return Job("image", model.id, key, image=image.name, extra={"second_class": second_class})
 
 
 def unit_params(model: ModelConfig, index: int, input_size: Sequence[int]):
@@ -122,37 +162,74 @@ def unit_params(model: ModelConfig, index: int, input_size: Sequence[int]):
 
     render = model.render
     overrides = render.classic if render.method == "classic" else render.lucid
-    return resolve_params(render.method, int(input_size[0]), overrides,
-                          f"models[{index}].render.{render.method}")
+    return resolve_params(
+        render.method, int(input_size[0]), overrides, f"models[{index}].render.{render.method}"
+    )
 
 
-def unit_job(model: ModelConfig, identity: dict, layer: str, unit: int,
-             input_size: Sequence[int], params: object) -> Job:
+def unit_job(
+    model: ModelConfig,
+    identity: dict,
+    layer: str,
+    unit: int,
+    input_size: Sequence[int],
+    params: object,
+) -> Job:
     seed = unit_seed(model.render.seed, layer, unit)
-    key = make_key({"kind": "unit", "v": RENDERER_VERSION["unit"], "model": identity,
-                    "layer": layer, "unit": unit, "size": list(input_size),
-                    "method": repr(params), "seed": seed})
+    key = make_key(
+        {
+            "kind": "unit",
+            "v": RENDERER_VERSION["unit"],
+            "model": identity,
+            "layer": layer,
+            "unit": unit,
+            "size": list(input_size),
+            "method": repr(params),
+            "seed": seed,
+        }
+    )
     return Job("unit", model.id, key, layer=layer, unit=unit, extra={"seed": seed})
 
 
 def grid_job(model: ModelConfig, layer: str, unit_keys: Sequence[str]) -> Job:
-    key = make_key({"kind": "grid", "v": RENDERER_VERSION["grid"], "units": list(unit_keys),
-                    "best": model.render.best_grid})
+    key = make_key(
+        {
+            "kind": "grid",
+            "v": RENDERER_VERSION["grid"],
+            "units": list(unit_keys),
+            "best": model.render.best_grid,
+        }
+    )
     return Job("grid", model.id, key, layer=layer)
 
 
-def exemplars_job(model: ModelConfig, identity: dict, layer: str, input_size: Sequence[int],
-                  choices: dict[int, list[str]], digests: dict[str, str]) -> Job:
+def exemplars_job(
+    model: ModelConfig,
+    identity: dict,
+    layer: str,
+    input_size: Sequence[int],
+    choices: dict[int, list[str]],
+    digests: dict[str, str],
+) -> Job:
     """The maps of each unit on the images where it is strongest (chosen from stats)."""
-    key = make_key({"kind": "exemplars", "v": RENDERER_VERSION["exemplars"],
-                    "model": identity, "layer": layer, "size": list(input_size),
-                    "choices": {str(u): [digests[n] for n in names]
-                                for u, names in sorted(choices.items())}})
+    key = make_key(
+        {
+            "kind": "exemplars",
+            "v": RENDERER_VERSION["exemplars"],
+            "model": identity,
+            "layer": layer,
+            "size": list(input_size),
+            "choices": {
+                str(u): [digests[n] for n in names] for u, names in sorted(choices.items())
+            },
+        }
+    )
     return Job("exemplars", model.id, key, layer=layer, extra={"choices": choices})
 
 
-def choose_detailed(images: Sequence[DatasetImage], mode: str, per_breed: int,
-                    names: Sequence[str]) -> list[DatasetImage]:
+def choose_detailed(
+    images: Sequence[DatasetImage], mode: str, per_breed: int, names: Sequence[str]
+) -> list[DatasetImage]:
     """The images that get activation and Grad-CAM pages, in dataset order."""
     if mode == "all":
         return list(images)
@@ -171,8 +248,9 @@ def choose_detailed(images: Sequence[DatasetImage], mode: str, per_breed: int,
     return chosen
 
 
-def strongest_images(channel_max: dict[str, list[float]], units: int, count: int
-                     ) -> dict[int, list[str]]:
+def strongest_images(
+    channel_max: dict[str, list[float]], units: int, count: int
+) -> dict[int, list[str]]:
     """For each unit, the names of the ``count`` images where its maximum is highest.
 
     Args:
@@ -197,5 +275,6 @@ def unmatched_patterns(names: Sequence[str], patterns: Sequence[str] | None) -> 
     """Indices of the patterns that match no layer name (a config error)."""
     if patterns is None:
         return []
-    return [i for i, p in enumerate(patterns)
-            if not any(fnmatch.fnmatchcase(name, p) for name in names)]
+    return [
+        i for i, p in enumerate(patterns) if not any(fnmatch.fnmatchcase(name, p) for name in names)
+    ]

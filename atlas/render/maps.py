@@ -69,7 +69,7 @@ class MapRenderer:
         for score in (top_score, second_score):
             gradients = tape.gradient(score, features)
             slot = []
-            for feature, gradient in zip(features, gradients):
+            for feature, gradient in zip(features, gradients, strict=True):
                 weights = tf.reduce_mean(gradient, axis=(1, 2))  # (n, channels)
                 slot.append(tf.nn.relu(tf.einsum("nhwc,nc->nhw", feature, weights)))
             cams.append(slot)

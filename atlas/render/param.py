@@ -16,6 +16,7 @@ image's own seed, so a unit renders the same picture alone or in a batch.
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 import tensorflow as tf
 

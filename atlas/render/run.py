@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from atlas import draw
 from atlas.cache import Cache
 from atlas.dataset import DatasetImage, iter_batches
-from atlas.images import encode_jpeg, encode_png, encode_webp, open_rgb
+from atlas.images import encode_png, encode_webp
 from atlas.models import LoadedModel
 from atlas.plan import Job
 from atlas.render.maps import MapRenderer, softmax, unit_maps
@@ -28,7 +27,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 BATCH = 32
-OVERLAY_SIDE = 224
+GRID_SIDE = 192  # activation grids: at most this wide
+GRID_QUALITY = 60  # WebP: ~5 KB a grid; 3,108 of them in the default site
 # Pillow releases the GIL while resizing and encoding: drawing uses both cores.
 _DRAWING = ThreadPoolExecutor(max_workers=2)
 
@@ -48,13 +48,19 @@ def model_facts(loaded: LoadedModel) -> dict:
     }
 
 
-def run_predictions(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, DatasetImage],
-                    cache: Cache, progress: Progress) -> None:
+def run_predictions(
+    loaded: LoadedModel,
+    jobs: Sequence[Job],
+    images: dict[str, DatasetImage],
+    cache: Cache,
+    progress: Progress,
+) -> None:
     """Top-k classes for each image, batched, streamed from disk."""
     model = loaded.keras_model
     # A traced function is ~3x faster than eager calls for this small model on the CPU.
-    forward = tf.function(lambda x: model(loaded.preprocess(x), training=False),
-                          reduce_retracing=True)
+    forward = tf.function(
+        lambda x: model(loaded.preprocess(x), training=False), reduce_retracing=True
+    )
     top_k = max(5, loaded.config.render.top_k)
     by_image = {job.image: job for job in jobs}
     wanted = [images[name] for name in by_image]
@@ -63,18 +69,27 @@ def run_predictions(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, 
         logits = forward(tf.constant(batch, tf.float32)).numpy()
         probabilities = softmax(logits.astype(np.float64))
         seconds = (time.perf_counter() - start) / max(1, len(batch_images))
-        for image, probs in zip(batch_images, probabilities):
+        for image, probs in zip(batch_images, probabilities, strict=True):
             top = np.argsort(-probs, kind="stable")[:top_k]
-            cache.put(by_image[image.name].key, {
-                "top": [int(i) for i in top],
-                "probabilities": [round(float(probs[i]), 6) for i in top],
-                "seconds": round(seconds, 5),
-            })
+            cache.put(
+                by_image[image.name].key,
+                {
+                    "top": [int(i) for i in top],
+                    "probabilities": [round(float(probs[i]), 6) for i in top],
+                    "seconds": round(seconds, 5),
+                },
+            )
         progress(len(batch_images))
 
 
-def run_images(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, DatasetImage],
-               layers: Sequence[str], cache: Cache, progress: Progress) -> None:
+def run_images(
+    loaded: LoadedModel,
+    jobs: Sequence[Job],
+    images: dict[str, DatasetImage],
+    layers: Sequence[str],
+    cache: Cache,
+    progress: Progress,
+) -> None:
     """Activation grids, Grad-CAM overlays and channel statistics per image."""
     render = loaded.config.render
     model = loaded.graph.submodel(layers, with_logits=True)
@@ -83,38 +98,47 @@ def run_images(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, Datas
     wanted = [images[name] for name in by_image]
     for batch_images, batch in iter_batches(wanted, loaded.input_size, batch_size=BATCH):
         start = time.perf_counter()
-        seconds_list = [job.extra["second_class"] for job in
-                        (by_image[i.name] for i in batch_images)]
+        seconds_list = [
+            job.extra["second_class"] for job in (by_image[i.name] for i in batch_images)
+        ]
         results = renderer.run(batch, seconds_list)
         pass_seconds = (time.perf_counter() - start) / len(batch_images)
-        drawn = _DRAWING.map(lambda pair: _image_assets(pair[0], pair[1], render, layers),
-                             zip(batch_images, results))
-        for image, (files, meta) in zip(batch_images, drawn):
+        drawn = _DRAWING.map(
+            lambda pair: _image_assets(pair[0], pair[1], render, layers),
+            zip(batch_images, results, strict=True),
+        )
+        for image, (files, meta) in zip(batch_images, drawn, strict=True):
             meta["seconds"] = round(pass_seconds + meta.pop("_draw_seconds"), 4)
             cache.put(by_image[image.name].key, meta, files)
         progress(len(batch_images))
 
 
-def _image_assets(image: DatasetImage, maps, render, layers: Sequence[str]
-                  ) -> tuple[dict[str, bytes], dict]:
+def _image_assets(
+    image: DatasetImage, maps, render, layers: Sequence[str]
+) -> tuple[dict[str, bytes], dict]:
+    """Per layer: the activation grid (WebP) and each Grad-CAM map as a grey PNG at the
+    layer's own resolution, scaled by its peak (kept in ``cam_peaks``). The site blends
+    the maps over the photo with jet at ``gradcam_alpha``: a few hundred bytes per map
+    instead of a JPEG overlay each."""
     start = time.perf_counter()
-    photo = draw.fit(open_rgb(image.path), OVERLAY_SIDE)
     files: dict[str, bytes] = {}
-    cam_peaks: list[list[float]] = [[], []]
     second_differs = maps.cam_classes[1] != maps.cam_classes[0]
+    slots = (0, 1) if second_differs else (0,)
+    cam_peaks: list[list[float]] = [[] for _ in slots]
     for index in range(len(layers)):
         files[f"act_{index}.webp"] = encode_webp(
-            draw.activation_grid(maps.activations[index], render.activation_channels),
-            quality=75)
-        for slot in (0, 1) if second_differs else (0,):
+            draw.activation_grid(
+                maps.activations[index], render.activation_channels, max_side=GRID_SIDE
+            ),
+            quality=GRID_QUALITY,
+        )
+        for slot in slots:
             cam = maps.cams[slot][index]
             cam_peaks[slot].append(round(float(cam.max()), 6))
-            files[f"cam{slot}_{index}.jpg"] = encode_jpeg(
-                draw.heat_overlay(photo, cam, render.gradcam_alpha), quality=75)
             files[f"raw{slot}_{index}.png"] = encode_png(draw.map_to_png_array(cam))
     meta = {
         "cam_classes": maps.cam_classes if second_differs else maps.cam_classes[:1],
-        "cam_peaks": cam_peaks if second_differs else cam_peaks[:1],
+        "cam_peaks": cam_peaks,
         "top": [int(i) for i in np.argsort(-maps.logits, kind="stable")[:5]],
         "channel_max": [_round(m) for m in maps.channel_max],
         "channel_mean": [_round(m) for m in maps.channel_mean],
@@ -128,8 +152,13 @@ def _round(values: np.ndarray) -> list[float]:
     return [float(f"{v:.5g}") for v in values.tolist()]
 
 
-def run_units(loaded: LoadedModel, jobs: Sequence[Job], cache: Cache, progress: Progress,
-              max_steps: int | None = None) -> None:
+def run_units(
+    loaded: LoadedModel,
+    jobs: Sequence[Job],
+    cache: Cache,
+    progress: Progress,
+    max_steps: int | None = None,
+) -> None:
     """Filter visualizations, one batched optimisation per layer's missing units."""
     from atlas.render import filters
 
@@ -142,17 +171,27 @@ def run_units(loaded: LoadedModel, jobs: Sequence[Job], cache: Cache, progress: 
         by_unit = {job.unit: job for job in layer_jobs}
         units = sorted(by_unit)
         seeds = [by_unit[u].extra["seed"] for u in units]
-        for results in filters.render_units(feature_model, units, seeds, params,
-                                            loaded.preprocess, max_steps=max_steps,
-                                            eval_size=loaded.input_size[0]):
+        for results in filters.render_units(
+            feature_model,
+            units,
+            seeds,
+            params,
+            loaded.preprocess,
+            max_steps=max_steps,
+            eval_size=loaded.input_size[0],
+        ):
             for result in results:
-                cache.put(by_unit[result.unit].key, {
-                    "objective": _finite(result.objective),
-                    "steps": int(result.steps),
-                    "seconds": round(float(result.seconds), 4),
-                    "dead": bool(result.dead),
-                    "own_activation": _finite(result.own_activation),
-                }, {"unit.webp": encode_webp(result.picture, quality=85)})
+                cache.put(
+                    by_unit[result.unit].key,
+                    {
+                        "objective": _finite(result.objective),
+                        "steps": int(result.steps),
+                        "seconds": round(float(result.seconds), 4),
+                        "dead": bool(result.dead),
+                        "own_activation": _finite(result.own_activation),
+                    },
+                    {"unit.webp": encode_webp(result.picture, quality=85)},
+                )
             progress(len(results))
 
 
@@ -168,8 +207,13 @@ def unit_params(loaded: LoadedModel):
     return resolve(loaded.config, 0, loaded.input_size)
 
 
-def run_exemplars(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, DatasetImage],
-                  cache: Cache, progress: Progress) -> None:
+def run_exemplars(
+    loaded: LoadedModel,
+    jobs: Sequence[Job],
+    images: dict[str, DatasetImage],
+    cache: Cache,
+    progress: Progress,
+) -> None:
     """Each unit's activation map on the images where it is strongest, as small PNGs."""
     for job in jobs:
         start = time.perf_counter()
@@ -177,24 +221,31 @@ def run_exemplars(loaded: LoadedModel, jobs: Sequence[Job], images: dict[str, Da
         pairs = [(unit, name) for unit, names in sorted(choices.items()) for name in names]
         needed = sorted({name for _, name in pairs})
         arrays = {}
-        for batch_images, batch in iter_batches([images[n] for n in needed],
-                                                loaded.input_size, batch_size=64):
-            arrays.update({image.name: array for image, array in zip(batch_images, batch)})
+        for batch_images, batch in iter_batches(
+            [images[n] for n in needed], loaded.input_size, batch_size=64
+        ):
+            arrays.update(
+                {image.name: array for image, array in zip(batch_images, batch, strict=True)}
+            )
         pairs = [(unit, name) for unit, name in pairs if name in arrays]
         model = loaded.graph.submodel([job.layer])
-        maps = unit_maps(model, loaded.preprocess,
-                         np.stack([arrays[name] for _, name in pairs]) if pairs
-                         else np.zeros((0, *loaded.input_size, 3), np.uint8),
-                         [unit for unit, _ in pairs])
+        maps = unit_maps(
+            model,
+            loaded.preprocess,
+            np.stack([arrays[name] for _, name in pairs])
+            if pairs
+            else np.zeros((0, *loaded.input_size, 3), np.uint8),
+            [unit for unit, _ in pairs],
+        )
         files, index = {}, {}
-        for (unit, name), values in zip(pairs, maps):
+        for (unit, name), values in zip(pairs, maps, strict=True):
             rank = len(index.setdefault(str(unit), []))
             peak = float(values.max())
             index[str(unit)].append({"image": name, "max": round(peak, 5)})
             if values.shape[0] > 1 or values.shape[1] > 1:
                 scaled = draw.map_to_png_array(np.maximum(values, 0))
-                files[f"u{unit}_{rank}.png"] = encode_png(
-                    draw.colorize(scaled / 255.0, "viridis"))
-        cache.put(job.key, {"units": index,
-                            "seconds": round(time.perf_counter() - start, 3)}, files)
+                files[f"u{unit}_{rank}.png"] = encode_png(draw.colorize(scaled / 255.0, "viridis"))
+        cache.put(
+            job.key, {"units": index, "seconds": round(time.perf_counter() - start, 3)}, files
+        )
         progress(1)

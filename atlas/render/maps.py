@@ -79,8 +79,9 @@ class MapRenderer:
         means = [tf.reduce_mean(f, axis=(1, 2)) for f in features]
         return logits, kept, maxima, means, cams, top1, second
 
-    def run(self, images: np.ndarray, second_classes: Sequence[int] | None = None
-            ) -> list[ImageMaps]:
+    def run(
+        self, images: np.ndarray, second_classes: Sequence[int] | None = None
+    ) -> list[ImageMaps]:
         """Analyse a batch of uint8 images (n, height, width, 3) at the model's input size.
 
         Args:
@@ -88,10 +89,14 @@ class MapRenderer:
             second_classes: per image a class for a second Grad-CAM, or -1 for none.
         """
         count = images.shape[0]
-        second = np.full(count, -1, np.int32) if second_classes is None else np.asarray(
-            second_classes, np.int32)
+        second = (
+            np.full(count, -1, np.int32)
+            if second_classes is None
+            else np.asarray(second_classes, np.int32)
+        )
         logits, kept, maxima, means, cams, top1, second_used = self._step(
-            tf.constant(images, tf.float32), tf.constant(second))
+            tf.constant(images, tf.float32), tf.constant(second)
+        )
         logits = logits.numpy()
         kept = [k.numpy() for k in kept]
         maxima = [m.numpy() for m in maxima]
@@ -111,23 +116,27 @@ class MapRenderer:
         ]
 
 
-def unit_maps(model: keras.Model, preprocess: Callable, images: np.ndarray,
-              channels: Sequence[int]) -> np.ndarray:
-    """One layer's maps for chosen (image, channel) pairs: (n, height, width).
+def unit_maps(
+    model: keras.Model, preprocess: Callable, images: np.ndarray, pairs: Sequence[tuple[int, int]]
+) -> np.ndarray:
+    """One layer's maps for chosen (image index, channel) pairs: (pairs, height, width).
+
+    Each image goes through the model once, however many of its channels are wanted.
 
     Args:
         model: inputs -> that layer's output.
-        images: (n, height, width, 3) uint8 batch.
-        channels: the channel to keep for each image.
+        images: (n, height, width, 3) uint8 batch of the distinct images.
+        pairs: (index into ``images``, channel) for each map wanted.
     """
-    outputs = []
-    for start in range(0, len(images), 64):
-        batch = tf.constant(images[start:start + 64], tf.float32)
-        features = model(preprocess(batch), training=False)
-        index = tf.constant(np.asarray(channels[start:start + 64], np.int32))
-        picked = tf.gather(tf.transpose(features, (0, 3, 1, 2)), index, batch_dims=1)
-        outputs.append(picked.numpy())
-    return np.concatenate(outputs) if outputs else np.zeros((0, 1, 1), np.float32)
+    forward = tf.function(lambda x: model(preprocess(x), training=False), reduce_retracing=True)
+    features = [
+        forward(tf.constant(images[start : start + 64], tf.float32)).numpy()
+        for start in range(0, len(images), 64)
+    ]
+    if not features or not pairs:
+        return np.zeros((0, 1, 1), np.float32)
+    stacked = np.concatenate(features)
+    return np.stack([stacked[index, :, :, channel] for index, channel in pairs])
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

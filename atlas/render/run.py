@@ -215,27 +215,28 @@ def run_exemplars(
     progress: Progress,
 ) -> None:
     """Each unit's activation map on the images where it is strongest, as small PNGs."""
+    needed = sorted(
+        {name for job in jobs for names in job.extra["choices"].values() for name in names}
+    )
+    decoded = {}  # every layer's strongest images come from the same few photos
+    for batch_images, batch in iter_batches([images[n] for n in needed], loaded.input_size):
+        decoded.update(zip((image.name for image in batch_images), batch, strict=True))
     for job in jobs:
         start = time.perf_counter()
         choices: dict[int, list[str]] = job.extra["choices"]
         pairs = [(unit, name) for unit, names in sorted(choices.items()) for name in names]
-        needed = sorted({name for _, name in pairs})
-        arrays = {}
-        for batch_images, batch in iter_batches(
-            [images[n] for n in needed], loaded.input_size, batch_size=64
-        ):
-            arrays.update(
-                {image.name: array for image, array in zip(batch_images, batch, strict=True)}
-            )
-        pairs = [(unit, name) for unit, name in pairs if name in arrays]
+        pairs = [(unit, name) for unit, name in pairs if name in decoded]
+        arrays = {name: decoded[name] for _, name in pairs}
+        order = sorted(arrays)
+        position = {name: i for i, name in enumerate(order)}
         model = loaded.graph.submodel([job.layer])
         maps = unit_maps(
             model,
             loaded.preprocess,
-            np.stack([arrays[name] for _, name in pairs])
-            if pairs
+            np.stack([arrays[name] for name in order])
+            if order
             else np.zeros((0, *loaded.input_size, 3), np.uint8),
-            [unit for unit, _ in pairs],
+            [(position[name], unit) for unit, name in pairs],
         )
         files, index = {}, {}
         for (unit, name), values in zip(pairs, maps, strict=True):

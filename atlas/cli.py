@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from atlas import __version__
@@ -92,6 +93,29 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return EXIT_BUILD_FAILED
+    except Exception as error:
+        message = None if args.debug else _template_problem(error)
+        if message is None:
+            raise
+        print(f"error: {message}; the previous site is untouched", file=sys.stderr)
+        return EXIT_BUILD_FAILED
+
+
+def _template_problem(error: Exception) -> str | None:
+    """A one-line description of an error in a (user's) template, or None for other errors."""
+    jinja2 = sys.modules.get("jinja2")
+    if jinja2 is None or not isinstance(error, jinja2.TemplateError):
+        return None
+    name = getattr(error, "filename", None) or getattr(error, "name", None)
+    line = getattr(error, "lineno", None)
+    if name is None:  # raised while rendering: jinja2 puts the template in the traceback
+        frames = traceback.extract_tb(error.__traceback__)
+        in_templates = [f for f in frames if f.filename.endswith((".html", ".jinja", ".j2"))]
+        if in_templates:
+            name, line = in_templates[-1].filename, in_templates[-1].lineno
+    where = f"template {name}" + (f", line {line}" if line else "") if name else "a template"
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    return f"{where}: {text.splitlines()[0]}"
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -8,9 +8,12 @@ Paths in the file are relative to the file's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import errno
 import logging
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import yaml
 
 from atlas.errors import ConfigError
+from atlas.render.settings import ClassicParams, LucidParams
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,8 @@ METHODS = ("lucid", "classic")
 # How a model from a file wants its [0, 255] pixels (keras.applications.imagenet_utils modes).
 PREPROCESS_MODES = ("none", "tf", "caffe", "torch")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Overrides that must be at least 1 (other numbers at least 0; angles may be negative).
+_AT_LEAST_ONE = ("start_size", "steps_per_size", "size", "steps")
 
 
 @dataclass(frozen=True)
@@ -119,15 +125,19 @@ class _Lines:
 
     def __init__(self, text: str):
         self.lines: dict[str, int] = {}
+        self._seen: set[int] = set()
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             return
         if node is not None:
             self._walk(node, "")
 
     def _walk(self, node: yaml.Node, path: str) -> None:
         self.lines[path] = node.start_mark.line + 1
+        if id(node) in self._seen:
+            return  # an alias: walking it again could take exponential time
+        self._seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 child = f"{path}.{key.value}" if path else str(key.value)
@@ -139,10 +149,14 @@ class _Lines:
                 self._walk(item, f"{path}[{index}]")
 
     def at(self, path: str) -> str:
-        while path:
-            if path in self.lines:
-                return f"{path} (line {self.lines[path]})"
-            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
+        parent = path
+        while parent:
+            if parent in self.lines:
+                return f"{path} (line {self.lines[parent]})"
+            shorter = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", parent)
+            if shorter == parent:  # a top-level key the file lacks: no line to give
+                break
+            parent = shorter
         return ""
 
 
@@ -191,17 +205,50 @@ class _Checker:
             return default
         return value
 
+    def resolve(self, value: str, where: str) -> Path | None:
+        """``value`` relative to the config's folder, or None (a problem) if unusable."""
+        try:
+            return (self.root / Path(value).expanduser()).resolve()
+        except RuntimeError:  # "~user" of an unknown user
+            self.problem(where, f"cannot expand {value!r}: no such user")
+        except (OSError, ValueError) as error:  # e.g. an embedded NUL character
+            self.problem(where, f"not a usable path: {value!r} ({_why(error)})")
+        return None
+
     def path(self, data: dict, key: str, path: str, must_exist: bool = True,
              required: bool = False, is_dir: bool = False) -> Path | None:
         value = self.typed(data, key, path, str, None, required=required)
         if value is None:
             return None
-        resolved = (self.root / Path(value).expanduser()).resolve()
-        if must_exist and not resolved.exists():
-            self.problem(f"{path}.{key}", f"file not found: {value} (looked in {resolved})")
-        elif must_exist and is_dir and not resolved.is_dir():
-            self.problem(f"{path}.{key}", f"expected a folder: {value}")
+        where = f"{path}.{key}"
+        resolved = self.resolve(value, where)
+        if resolved is None or not must_exist:
+            return resolved
+        found, folder, error = _lookup(resolved)
+        if error:
+            self.problem(where, f"cannot use {value!r}: {error}")
+        elif not found:
+            self.problem(where, f"file not found: {value} (looked in {resolved})")
+        elif is_dir and not folder:
+            self.problem(where, f"expected a folder: {value}")
         return resolved
+
+
+def _why(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+def _lookup(path: Path) -> tuple[bool, bool, str | None]:
+    """(exists, is a folder, why it cannot be looked up) without raising."""
+    try:
+        status = path.stat()
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return False, False, None
+        return False, False, _why(error)
+    except ValueError as error:
+        return False, False, _why(error)
+    return True, stat.S_ISDIR(status.st_mode), None
 
 
 def _kind(value: Any) -> str:
@@ -241,31 +288,34 @@ def load_config(path: Path | str) -> Config:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError([(where, f"invalid YAML: {problem}")], source=str(path)) from None
+    except (ValueError, RecursionError) as error:  # e.g. the date 2024-13-45, deep nesting
+        raise ConfigError([("", f"invalid YAML value: {_why(error)}")],
+                          source=str(path)) from None
     check = _Checker(_Lines(text), path.resolve().parent)
     if not isinstance(data, dict):
         raise ConfigError([("", f"expected a mapping at the top level, got {_kind(data)}")],
                           source=str(path))
     check.mapping(data, "", ("site", "cache", "dataset", "render", "models"))
     site = _site(check, data.get("site"))
-    cache = check.root / Path(check.typed(data, "cache", "", str, ".atlas-cache")).expanduser()
+    cache = check.resolve(check.typed(data, "cache", "", str, ".atlas-cache"), "cache")
     dataset = _dataset(check, data.get("dataset"))
     render = _render(check, data.get("render"), "render", RenderSettings())
     models = _models(check, data.get("models"), render)
-    _check_output(check, site.output, path.resolve().parent, cache)
+    if not any(key.startswith("site.output") for key, _ in check.problems):
+        _check_output(check, site.output, path.resolve().parent, cache)
     if check.problems:
         raise ConfigError(check.problems, source=str(path))
-    return Config(path=path.resolve(), site=site, cache=cache.resolve(), dataset=dataset,
-                  models=models)
+    return Config(path=path.resolve(), site=site, cache=cache, dataset=dataset, models=models)
 
 
 def _site(check: _Checker, value: Any) -> SiteConfig:
     data = check.mapping(value, "site", ("title", "output", "base_path", "notes", "templates",
                                          "timestamp"))
     base_path = check.typed(data, "base_path", "site", str, "")
+    output = check.resolve(check.typed(data, "output", "site", str, "_site"), "site.output")
     return SiteConfig(
         title=check.typed(data, "title", "site", str, "atlas"),
-        output=(check.root / Path(check.typed(data, "output", "site", str, "_site"))
-                .expanduser()).resolve(),
+        output=output or check.root / "_site",  # unusable: already a problem
         base_path=base_path,
         notes=check.path(data, "notes", "site"),
         templates=check.path(data, "templates", "site", is_dir=True),
@@ -273,17 +323,21 @@ def _site(check: _Checker, value: Any) -> SiteConfig:
     )
 
 
-def _check_output(check: _Checker, output: Path, project: Path, cache: Path) -> None:
+def _check_output(check: _Checker, output: Path, project: Path, cache: Path | None) -> None:
     home = Path.home().resolve()
     forbidden = {Path("/"): "the file-system root", home: "your home folder",
                  project: "the project folder (the folder of the config file)"}
     if output in forbidden:
         check.problem("site.output", f"refusing to use {forbidden[output]} ({output}) as the "
                       "output folder: atlas replaces the whole folder on every build")
-    elif output in cache.resolve().parents or output == cache.resolve():
+    elif cache is not None and (output in cache.parents or output == cache):
         check.problem("site.output", "the output folder must not contain the cache folder")
-    elif output.exists() and not output.is_dir():
-        check.problem("site.output", f"{output} exists and is not a folder")
+    else:
+        found, folder, error = _lookup(output)
+        if error:
+            check.problem("site.output", f"cannot use {output}: {error}")
+        elif found and not folder:
+            check.problem("site.output", f"{output} exists and is not a folder")
 
 
 def _dataset(check: _Checker, value: Any) -> DatasetConfig:
@@ -349,18 +403,63 @@ def _render(check: _Checker, value: Any, path: str, base: RenderSettings) -> Ren
     return settings
 
 
+def method_params(method: str) -> dict[str, tuple[str, float]]:
+    """A method's parameter names, each with its kind ("int", "number", "bool" or "numbers",
+    a list) and smallest value, from the parameter dataclass."""
+    fields = {}
+    for param in dataclasses.fields(ClassicParams if method == "classic" else LucidParams):
+        default = param.default
+        kind = ("bool" if isinstance(default, bool) else "int" if isinstance(default, int)
+                else "numbers" if isinstance(default, tuple) else "number")
+        least = 1 if param.name in _AT_LEAST_ONE else -360 if param.name == "angles" else 0
+        fields[param.name] = (kind, least)
+    return fields
+
+
 def _params(check: _Checker, data: dict, key: str, path: str) -> dict[str, Any]:
-    """Method parameters; their names are checked against the method's dataclass later."""
+    """Overrides of a method's parameters, checked against its dataclass's fields."""
     value = check.typed(data, key, path, dict, {})
+    fields = method_params(key)
     clean = {}
     for name, item in value.items():
-        if isinstance(item, list):
-            item = tuple(item)
-        if not isinstance(item, int | float | bool | tuple):
-            check.problem(f"{path}.{key}.{name}", f"expected a number or a list, got {item!r}")
+        where = f"{path}.{key}.{name}"
+        if name not in fields:
+            hint = difflib.get_close_matches(str(name), fields, n=1)
+            check.problem(where, "unknown parameter" + (f" (did you mean {hint[0]!r}?)"
+                                                        if hint else "")
+                          + f"; the {key} method's parameters are: " + ", ".join(fields))
             continue
-        clean[str(name)] = item
+        kind, least = fields[name]
+        problem = _param_problem(item, kind, least)
+        if problem:
+            check.problem(where, f"{problem}, got {item!r}")
+            continue
+        clean[str(name)] = tuple(item) if isinstance(item, list) else item
     return clean
+
+
+def _param_problem(item: Any, kind: str, least: float) -> str | None:
+    def number(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and x == x
+
+    if kind == "bool":
+        return None if isinstance(item, bool) else "expected true or false"
+    if kind == "numbers":
+        ok = isinstance(item, list) and all(number(x) and x >= least for x in item)
+        return None if ok else "expected a list of numbers" + (
+            f" of at least {least:g}" if least >= 0 else "")
+    ok = number(item) and (kind == "number" or isinstance(item, int)) and item >= least
+    return None if ok else f"expected {'an integer' if kind == 'int' else 'a number'} " \
+        f"of at least {least:g}"
+
+
+def _plain(value: Any) -> bool:
+    """Whether a value has one JSON text (it goes into cache keys): no dates, bytes, sets."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, str | int | float | bool)
 
 
 def _models(check: _Checker, value: Any, render: RenderSettings) -> tuple[ModelConfig, ...]:
@@ -405,7 +504,13 @@ def _model(check: _Checker, item: Any, path: str, render: RenderSettings) -> Mod
                       + "; expected one of: " + ", ".join(APPLICATIONS))
     if file is not None and file.suffix != ".keras":
         check.problem(f"{path}.file", f"expected a .keras model file, got {file.name}")
+    elif file is not None and file.is_dir():
+        check.problem(f"{path}.file", f"expected a .keras model file, got a folder: {file}")
     options = check.typed(data, "options", path, dict, {})
+    if not _plain(options):
+        check.problem(f"{path}.options", "expected names mapped to numbers, strings, "
+                      f"true/false or lists of them, got {options!r}")
+        options = {}
     if "input_shape" in options:
         shape = options["input_shape"]
         if not (isinstance(shape, list) and len(shape) == 3 and all(
@@ -433,11 +538,12 @@ def _model(check: _Checker, item: Any, path: str, render: RenderSettings) -> Mod
     weights_value = check.typed(data, "weights", path, str, "imagenet" if application else "none")
     weights: str | Path = weights_value
     if weights_value not in ("imagenet", "none"):
-        resolved = (check.root / weights_value).resolve()
-        if not resolved.is_file():
+        resolved = check.resolve(weights_value, f"{path}.weights")
+        found, folder, error = _lookup(resolved) if resolved else (True, False, None)
+        if error or not found or folder:
             check.problem(f"{path}.weights", f"weights file not found: {weights_value} (expected "
                           "imagenet, none or a weights file)")
-        weights = resolved
+        weights = resolved or Path(weights_value)
     sha256 = check.typed(data, "sha256", path, str, None)
     if sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", sha256):
         check.problem(f"{path}.sha256", "expected 64 lower-case hex digits")
@@ -473,10 +579,15 @@ def fetch_folder(path: Path | str) -> Path:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as error:
         raise ConfigError([("", f"cannot read {path}: {error}")]) from None
-    value = (data or {}).get("dataset", {}).get("fetch_to") if isinstance(data, dict) else None
+    dataset = data.get("dataset") if isinstance(data, dict) else None
+    value = dataset.get("fetch_to") if isinstance(dataset, dict) else None
     if not isinstance(value, str):
         raise ConfigError([("dataset.fetch_to", "is required for fetch-data -c (or use --to)")],
                           source=str(path))
-    return (path.resolve().parent / value).resolve()
+    check = _Checker(_Lines(""), path.resolve().parent)
+    folder = check.resolve(value, "dataset.fetch_to")
+    if folder is None:
+        raise ConfigError(check.problems, source=str(path))
+    return folder

@@ -232,6 +232,11 @@ def _load_failure_reason(kind: str, error: Exception) -> str:
 
 def _apply_orientation(path: Path, image: Image.Image) -> Image.Image:
     try:
+        # Pillow warns about a corrupt EXIF block on stderr; the photo is still usable, so
+        # that is not worth a line in the build's output (the lock: see _OPEN_LOCK).
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.getexif()  # parsed once and kept: exif_transpose reuses it
         return ImageOps.exif_transpose(image)
     except Exception as error:  # a broken EXIF block should not lose the photo
         log.debug("%s: ignoring unreadable EXIF orientation (%s)", path, error)

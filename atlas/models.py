@@ -9,9 +9,10 @@ import hashlib
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from atlas.config import ModelConfig
 from atlas.errors import ModelError

@@ -26,10 +26,10 @@ log = logging.getLogger(__name__)
 RENDERER_VERSION = {
     "facts": 1,
     "predict": 1,
-    "image": 2,
+    "image": 3,
     "photo": 1,
-    "unit": 1,
-    "grid": 1,
+    "unit": 2,
+    "grid": 2,
     "exemplars": 1,
 }
 PHOTO_SIDE = 320  # the photo shown on image pages and under heat maps

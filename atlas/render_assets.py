@@ -30,10 +30,12 @@ def stitch_grids(unit_pictures: Sequence[bytes], objectives: Sequence[float | No
     order = sorted(range(len(pictures)),
                    key=lambda i: -(objectives[i] if objectives[i] is not None else -1e30))
     best_n = order[: best * best]
-    cell = 48 if len(pictures) > 256 else 64
+    # The layer page shows every unit's own picture; this overview is for downloading
+    # at a glance, so its cells stay small (the default site has 3,736 units).
+    cell = 24 if len(pictures) > 256 else 32
     return {
-        "all.webp": encode_webp(draw.stitch(pictures, cell=cell), quality=80),
+        "all.webp": encode_webp(draw.stitch(pictures, cell=cell), quality=70),
         "best.webp": encode_webp(draw.stitch([pictures[i] for i in best_n],
-                                             columns=min(best, len(best_n)), cell=96),
-                                 quality=85),
+                                             columns=min(best, len(best_n)), cell=80),
+                                 quality=75),
     }

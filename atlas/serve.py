@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import logging
+import os
 from pathlib import Path
 
 from atlas.errors import AtlasError
@@ -14,6 +15,16 @@ log = logging.getLogger(__name__)
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves files of one folder; the standard handler already refuses paths outside it."""
+
+    def translate_path(self, path: str) -> str:
+        # The standard handler keeps ".." out but follows symbolic links: a link inside
+        # the site must not serve a file from elsewhere.
+        local = super().translate_path(path)
+        root = os.path.realpath(self.directory)
+        real = os.path.realpath(local)
+        if real != root and not real.startswith(root + os.sep):
+            return os.path.join(root, "index.html", "outside")  # cannot exist: a 404
+        return local
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s - %s", self.address_string(), format % args)

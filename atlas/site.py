@@ -185,23 +185,57 @@ def prepare_temp(output: Path) -> Path:
     return temp
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second),
+                       _RENAME_EXCHANGE)
+    return result == 0
+
+
 def swap_in(temp: Path, output: Path) -> None:
-    """Replace the output folder by the finished temp folder (two renames)."""
+    """Replace the output folder by the finished temp folder.
+
+    Where the system can exchange two folders atomically, there is no moment without a
+    site; elsewhere the old site is renamed aside first and put back if the second rename
+    does not happen (``clean_stale`` also restores it after a kill).
+    """
     (temp / MARKER).write_text("This folder is written by atlas build and replaced whole.\n")
-    old = None
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:12]}"
-        os.rename(output, old)
-    os.rename(temp, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if not output.exists():
+        os.rename(temp, output)
+        return
+    if _exchange(temp, output):
+        shutil.rmtree(temp, ignore_errors=True)  # now holds the previous site
+        return
+    old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:12]}"
+    os.rename(output, old)
+    try:
+        os.rename(temp, output)
+    except BaseException:
+        os.rename(old, output)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def clean_stale(output: Path) -> None:
-    """Remove temp folders left beside the output by an interrupted build."""
+    """Tidy up after an interrupted build: drop temp folders; if a kill came between the
+    two renames of a swap (no output folder, an old one aside), put the old site back."""
     for stale in output.parent.glob(f".{output.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    for stale in output.parent.glob(f".{output.name}.old-*"):
+    olds = sorted(output.parent.glob(f".{output.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not output.exists():
+        os.rename(olds.pop(), output)
+    for stale in olds:
         shutil.rmtree(stale, ignore_errors=True)
 
 

@@ -80,6 +80,11 @@ def main() -> None:
           f"{'yes' if not warm['rendered'] else 'NO'} |")
     print(f"| TensorFlow imported | {cold['tensorflow']} | {warm['tensorflow']} | | no | "
           f"{'yes' if not warm['tensorflow'] else 'NO'} |")
+    print("\ncold build, seconds per stage:\n")
+    print("| stage | seconds |")
+    print("| --- | --- |")
+    for name, seconds in cold["seconds"].items():
+        print(f"| {name} | {seconds:.1f} |")
 
 
 if __name__ == "__main__":

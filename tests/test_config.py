@@ -271,7 +271,7 @@ INVALID = [
     ),
     pytest.param(
         edit("  best_grid: 1", "  best_grid: 1\n  lucid: {steps: many}"),
-        ["render.lucid.steps", "expected a number or a list"],
+        ["render.lucid.steps", "expected an integer"],
         id="lucid-param",
     ),
     pytest.param(

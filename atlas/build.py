@@ -44,15 +44,24 @@ class BuildOptions:
 
 @dataclass
 class StageTimer:
+    """Seconds per stage; a stage inside another counts only towards itself, so the
+    stages add up to the build's time."""
+
     seconds: dict[str, float] = field(default_factory=dict)
+    _nested: list[float] = field(default_factory=list)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
+        self._nested.append(0.0)
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            inner = self._nested.pop()
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - inner
+            if self._nested:
+                self._nested[-1] += elapsed
 
 
 @dataclass
@@ -104,15 +113,17 @@ class BuildReport:
 class _Models:
     """Loads each model at most once per build, only when something must be rendered."""
 
-    def __init__(self) -> None:
+    def __init__(self, timer: StageTimer) -> None:
         self._loaded: dict[str, object] = {}
+        self._timer = timer
 
     def get(self, config: ModelConfig):
         if config.id not in self._loaded:
-            from atlas.models import load_model
+            with self._timer.stage("load models"):
+                from atlas.models import load_model
 
-            log.info("loading model %s", config.id)
-            self._loaded[config.id] = load_model(config)
+                log.info("loading model %s", config.id)
+                self._loaded[config.id] = load_model(config)
         return self._loaded[config.id]
 
 
@@ -146,15 +157,17 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
         detailed = plan.choose_detailed(scan.images, config.dataset.detailed,
                                         config.dataset.per_breed,
                                         config.dataset.detailed_names)
-    models = _Models()
+    models = _Models(timer)
     context = BuildContext(config=config, scan=scan, detailed=detailed, breeds=breeds,
                            models=[], cache=cache, timer=timer)
     with timer.stage("plan"):
         for model in config.models:
             context.models.append(_plan_model(config, model, scan, detailed, breeds, cache,
                                               models, options, context))
-    with timer.stage("render"):
-        _render_photos(context, options)
+    # Time not taken by a render stage within is spent reading and checking the cache.
+    with timer.stage("cache checks"):
+        with timer.stage("render photos"):
+            _render_photos(context, options)
         for model_plan in context.models:
             _render_model(model_plan, context, models, options)
     with timer.stage("pages"):

@@ -38,7 +38,7 @@ def _config(folder: Path, units_per_layer: int | None) -> Path:
     text = re.sub(r"(?m)^  output: \S+", f"  output: {folder / 'site'}", text)
     text = re.sub(r"(?m)^cache: \S+", f"cache: {folder / 'cache'}", text)
     for relative in ("data/", "notes/"):
-        text = text.replace(f" {relative}", f" {ROOT / relative}")
+        text = text.replace(f" {relative}", f" {ROOT}/{relative}")
     if units_per_layer:
         text = text.replace("  # units_per_layer: 64", f"  units_per_layer: {units_per_layer}")
     path = folder / "site_config.yaml"
@@ -50,7 +50,9 @@ def _build(config: Path) -> tuple[float, dict]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     began = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _CHILD, str(config)], capture_output=True,
-                          text=True, env=env, check=True)
+                          text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"build failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - began, json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 META = "meta.json"
 LOCK = ".lock"
+# key -> the (inode, size, mtime) of its files when their checksums last matched: a warm
+# build re-hashes only entries whose files changed since (git's index does the same).
+STAMPS = "checked.json"
 
 
 def canonical_json(value: Any) -> str:
@@ -76,6 +79,8 @@ class Cache:
         self.written = 0
         self._lock_handle = None
         self._verified: dict[str, Entry] = {}  # read and checked once per build
+        self._stamps: dict[str, str] | None = None
+        self._stamps_changed = False
 
     # -- locking -----------------------------------------------------------------------
     def lock(self, wait: float = 0.0) -> None:
@@ -102,8 +107,30 @@ class Cache:
 
     def unlock(self) -> None:
         if self._lock_handle is not None:
+            self._save_stamps()
             self._lock_handle.close()
             self._lock_handle = None
+
+    def _load_stamps(self) -> dict[str, str]:
+        if self._stamps is None:
+            try:
+                stamps = json.loads((self.root / STAMPS).read_text(encoding="utf-8"))
+                self._stamps = stamps if isinstance(stamps, dict) else {}
+            except (OSError, ValueError):
+                self._stamps = {}
+        return self._stamps
+
+    def _save_stamps(self) -> None:
+        if not self._stamps_changed or self._stamps is None:
+            return
+        temp = self.root / f".{STAMPS}.{uuid.uuid4().hex}"
+        try:
+            temp.write_text(json.dumps(self._stamps, sort_keys=True), encoding="utf-8")
+            os.replace(temp, self.root / STAMPS)
+            self._stamps_changed = False
+        except OSError as error:  # only an optimisation: the next build re-hashes
+            temp.unlink(missing_ok=True)
+            log.warning("could not save %s (%s)", self.root / STAMPS, error)
 
     def _remove_temp_folders(self) -> None:
         # Left by a build killed mid-write; safe to remove once we hold the lock.
@@ -128,12 +155,14 @@ class Cache:
         try:
             meta = json.loads((path / META).read_text(encoding="utf-8"))
             files = meta.get("_files", {})
+            stamp = []
             for name, info in files.items():
-                target = path / name
-                if target.stat().st_size != info["size"]:
+                status = os.stat(path / name)
+                if status.st_size != info["size"]:
                     raise ValueError(f"{name} has the wrong size")
-                if self.verify and _sha256(target) != info["sha256"]:
-                    raise ValueError(f"{name} does not match its checksum")
+                stamp.append(f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}")
+            if self.verify and files:
+                self._check_sums(key, path, files, "/".join(stamp))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             log.warning("cache entry %s is damaged (%s); rendering it again", path, error)
             shutil.rmtree(path, ignore_errors=True)
@@ -143,6 +172,16 @@ class Cache:
         entry = Entry(key=key, path=path, meta=meta)
         self._verified[key] = entry
         return entry
+
+    def _check_sums(self, key: str, path: Path, files: dict, stamp: str) -> None:
+        stamps = self._load_stamps()
+        if stamps.get(key) == stamp:
+            return  # hashed before and untouched since
+        for name, info in files.items():
+            if _sha256(path / name) != info["sha256"]:
+                raise ValueError(f"{name} does not match its checksum")
+        stamps[key] = stamp
+        self._stamps_changed = True
 
     def has(self, key: str) -> bool:
         """Whether a sound entry exists, for planning: a damaged one is removed (and so
@@ -203,6 +242,8 @@ class Cache:
             self._verified.pop(key, None)
             freed += sum(f.stat().st_size for f in path.iterdir() if f.is_file())
             shutil.rmtree(path, ignore_errors=True)
+            if self._load_stamps().pop(key, None) is not None:
+                self._stamps_changed = True
             removed += 1
         return removed, freed
 

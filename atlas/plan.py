@@ -28,7 +28,7 @@ RENDERER_VERSION = {
     "predict": 1,
     "image": 3,
     "photo": 1,
-    "unit": 2,
+    "unit": 3,
     "grid": 2,
     "exemplars": 1,
 }

@@ -149,15 +149,17 @@ class Cache:
             self.hits += 1
             return self._verified[key]
         path = self.path_of(key)
-        if not path.is_dir():
+        folder = os.fspath(path)  # plain strings: thousands of entries per build
+        if not os.path.isdir(folder):
             self.misses += 1
             return None
         try:
-            meta = json.loads((path / META).read_text(encoding="utf-8"))
+            with open(os.path.join(folder, META), encoding="utf-8") as handle:
+                meta = json.load(handle)
             files = meta.get("_files", {})
             stamp = []
             for name, info in files.items():
-                status = os.stat(path / name)
+                status = os.stat(os.path.join(folder, name))
                 if status.st_size != info["size"]:
                     raise ValueError(f"{name} has the wrong size")
                 stamp.append(f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}")

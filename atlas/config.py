@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import errno
 import logging
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import yaml
 
 from atlas.errors import ConfigError
 from atlas.render.settings import ClassicParams, LucidParams
+from atlas.schema import Checker, KeyLines, kind_of, lookup, why
 
 log = logging.getLogger(__name__)
 
@@ -120,148 +119,6 @@ class Config:
         return self.path.parent
 
 
-class _Lines:
-    """Key path -> YAML line number, from the composed node tree."""
-
-    def __init__(self, text: str):
-        self.lines: dict[str, int] = {}
-        self._seen: set[int] = set()
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except (yaml.YAMLError, RecursionError):
-            return
-        if node is not None:
-            self._walk(node, "")
-
-    def _walk(self, node: yaml.Node, path: str) -> None:
-        self.lines[path] = node.start_mark.line + 1
-        if id(node) in self._seen:
-            return  # an alias: walking it again could take exponential time
-        self._seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                child = f"{path}.{key.value}" if path else str(key.value)
-                self.lines[child] = key.start_mark.line + 1
-                self._walk(value, child)
-                self.lines[child] = key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                self._walk(item, f"{path}[{index}]")
-
-    def at(self, path: str) -> str:
-        parent = path
-        while parent:
-            if parent in self.lines:
-                return f"{path} (line {self.lines[parent]})"
-            shorter = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", parent)
-            if shorter == parent:  # a top-level key the file lacks: no line to give
-                break
-            parent = shorter
-        return ""
-
-
-class _Checker:
-    """Collects problems while reading a mapping against its declared keys."""
-
-    def __init__(self, lines: _Lines, root: Path):
-        self.lines = lines
-        self.root = root
-        self.problems: list[tuple[str, str]] = []
-
-    def problem(self, path: str, message: str) -> None:
-        self.problems.append((self.lines.at(path) or path, message))
-
-    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.problem(path, f"expected a mapping, got {_kind(value)}")
-            return {}
-        for key in value:
-            if key not in allowed:
-                hint = difflib.get_close_matches(str(key), allowed, n=1)
-                suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-                where = f"{path}.{key}" if path else str(key)
-                self.problem(where, f"unknown key{suggestion}; expected one of: "
-                             + ", ".join(allowed))
-        return value
-
-    def typed(self, data: dict, key: str, path: str, kind: type | tuple, default: Any,
-              required: bool = False) -> Any:
-        where = f"{path}.{key}" if path else key
-        if key not in data or data[key] is None:
-            if required:
-                self.problem(where, "is required")
-            return default
-        value = data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            self.problem(where, f"expected {_names(kinds)}, got {value!r}")
-            return default
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not isinstance(value, kinds):
-            self.problem(where, f"expected {_names(kinds)}, got {_kind(value)} {value!r}")
-            return default
-        return value
-
-    def resolve(self, value: str, where: str) -> Path | None:
-        """``value`` relative to the config's folder, or None (a problem) if unusable."""
-        try:
-            return (self.root / Path(value).expanduser()).resolve()
-        except RuntimeError:  # "~user" of an unknown user
-            self.problem(where, f"cannot expand {value!r}: no such user")
-        except (OSError, ValueError) as error:  # e.g. an embedded NUL character
-            self.problem(where, f"not a usable path: {value!r} ({_why(error)})")
-        return None
-
-    def path(self, data: dict, key: str, path: str, must_exist: bool = True,
-             required: bool = False, is_dir: bool = False) -> Path | None:
-        value = self.typed(data, key, path, str, None, required=required)
-        if value is None:
-            return None
-        where = f"{path}.{key}"
-        resolved = self.resolve(value, where)
-        if resolved is None or not must_exist:
-            return resolved
-        found, folder, error = _lookup(resolved)
-        if error:
-            self.problem(where, f"cannot use {value!r}: {error}")
-        elif not found:
-            self.problem(where, f"file not found: {value} (looked in {resolved})")
-        elif is_dir and not folder:
-            self.problem(where, f"expected a folder: {value}")
-        return resolved
-
-
-def _why(error: BaseException) -> str:
-    return getattr(error, "strerror", None) or str(error) or type(error).__name__
-
-
-def _lookup(path: Path) -> tuple[bool, bool, str | None]:
-    """(exists, is a folder, why it cannot be looked up) without raising."""
-    try:
-        status = path.stat()
-    except OSError as error:
-        if error.errno in (errno.ENOENT, errno.ENOTDIR):
-            return False, False, None
-        return False, False, _why(error)
-    except ValueError as error:
-        return False, False, _why(error)
-    return True, stat.S_ISDIR(status.st_mode), None
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", int: "a number",
-            float: "a number", bool: "a boolean", type(None): "nothing"}.get(type(value),
-                                                                              type(value).__name__)
-
-
-def _names(kinds: tuple) -> str:
-    return " or ".join({str: "a string", int: "an integer", float: "a number",
-                        bool: "true/false", dict: "a mapping", list: "a list"}[k] for k in kinds)
-
-
 def load_config(path: Path | str) -> Config:
     """Read and validate a site config file.
 
@@ -289,11 +146,11 @@ def load_config(path: Path | str) -> Config:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError([(where, f"invalid YAML: {problem}")], source=str(path)) from None
     except (ValueError, RecursionError) as error:  # e.g. the date 2024-13-45, deep nesting
-        raise ConfigError([("", f"invalid YAML value: {_why(error)}")],
+        raise ConfigError([("", f"invalid YAML value: {why(error)}")],
                           source=str(path)) from None
-    check = _Checker(_Lines(text), path.resolve().parent)
+    check = Checker(KeyLines(text), path.resolve().parent)
     if not isinstance(data, dict):
-        raise ConfigError([("", f"expected a mapping at the top level, got {_kind(data)}")],
+        raise ConfigError([("", f"expected a mapping at the top level, got {kind_of(data)}")],
                           source=str(path))
     check.mapping(data, "", ("site", "cache", "dataset", "render", "models"))
     site = _site(check, data.get("site"))
@@ -308,7 +165,7 @@ def load_config(path: Path | str) -> Config:
     return Config(path=path.resolve(), site=site, cache=cache, dataset=dataset, models=models)
 
 
-def _site(check: _Checker, value: Any) -> SiteConfig:
+def _site(check: Checker, value: Any) -> SiteConfig:
     data = check.mapping(value, "site", ("title", "output", "base_path", "notes", "templates",
                                          "timestamp"))
     base_path = check.typed(data, "base_path", "site", str, "")
@@ -323,7 +180,7 @@ def _site(check: _Checker, value: Any) -> SiteConfig:
     )
 
 
-def _check_output(check: _Checker, output: Path, project: Path, cache: Path | None) -> None:
+def _check_output(check: Checker, output: Path, project: Path, cache: Path | None) -> None:
     home = Path.home().resolve()
     forbidden = {Path("/"): "the file-system root", home: "your home folder",
                  project: "the project folder (the folder of the config file)"}
@@ -333,14 +190,14 @@ def _check_output(check: _Checker, output: Path, project: Path, cache: Path | No
     elif cache is not None and (output in cache.parents or output == cache):
         check.problem("site.output", "the output folder must not contain the cache folder")
     else:
-        found, folder, error = _lookup(output)
+        found, folder, error = lookup(output)
         if error:
             check.problem("site.output", f"cannot use {output}: {error}")
         elif found and not folder:
             check.problem("site.output", f"{output} exists and is not a folder")
 
 
-def _dataset(check: _Checker, value: Any) -> DatasetConfig:
+def _dataset(check: Checker, value: Any) -> DatasetConfig:
     data = check.mapping(value, "dataset", ("name", "images", "annotations", "class_index",
                                             "breeds", "detailed", "fetch_to"))
     if value is None:
@@ -371,7 +228,7 @@ def _dataset(check: _Checker, value: Any) -> DatasetConfig:
     )
 
 
-def _render(check: _Checker, value: Any, path: str, base: RenderSettings) -> RenderSettings:
+def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> RenderSettings:
     data = check.mapping(value, path, ("method", "units_per_layer", "best_grid",
                                        "activation_channels", "top_k", "gradcam_alpha", "seed",
                                        "classic", "lucid"))
@@ -416,7 +273,7 @@ def method_params(method: str) -> dict[str, tuple[str, float]]:
     return fields
 
 
-def _params(check: _Checker, data: dict, key: str, path: str) -> dict[str, Any]:
+def _params(check: Checker, data: dict, key: str, path: str) -> dict[str, Any]:
     """Overrides of a method's parameters, checked against its dataclass's fields."""
     value = check.typed(data, key, path, dict, {})
     fields = method_params(key)
@@ -462,7 +319,7 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def _models(check: _Checker, value: Any, render: RenderSettings) -> tuple[ModelConfig, ...]:
+def _models(check: Checker, value: Any, render: RenderSettings) -> tuple[ModelConfig, ...]:
     if not isinstance(value, list) or not value:
         check.problem("models", "expected a non-empty list of models")
         return ()
@@ -480,7 +337,7 @@ def _models(check: _Checker, value: Any, render: RenderSettings) -> tuple[ModelC
     return tuple(models)
 
 
-def _model(check: _Checker, item: Any, path: str, render: RenderSettings) -> ModelConfig | None:
+def _model(check: Checker, item: Any, path: str, render: RenderSettings) -> ModelConfig | None:
     data = check.mapping(item, path, ("id", "title", "application", "file", "options", "weights",
                                       "sha256", "layers", "notes", "render"))
     if not data:
@@ -539,7 +396,7 @@ def _model(check: _Checker, item: Any, path: str, render: RenderSettings) -> Mod
     weights: str | Path = weights_value
     if weights_value not in ("imagenet", "none"):
         resolved = check.resolve(weights_value, f"{path}.weights")
-        found, folder, error = _lookup(resolved) if resolved else (True, False, None)
+        found, folder, error = lookup(resolved) if resolved else (True, False, None)
         if error or not found or folder:
             check.problem(f"{path}.weights", f"weights file not found: {weights_value} (expected "
                           "imagenet, none or a weights file)")
@@ -586,7 +443,7 @@ def fetch_folder(path: Path | str) -> Path:
     if not isinstance(value, str):
         raise ConfigError([("dataset.fetch_to", "is required for fetch-data -c (or use --to)")],
                           source=str(path))
-    check = _Checker(_Lines(""), path.resolve().parent)
+    check = Checker(KeyLines(""), path.resolve().parent)
     folder = check.resolve(value, "dataset.fetch_to")
     if folder is None:
         raise ConfigError(check.problems, source=str(path))

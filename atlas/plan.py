@@ -32,6 +32,23 @@ RENDERER_VERSION = {
     "grid": 2,
     "exemplars": 1,
 }
+# How assets are encoded; part of every key of their kind, so changing a value here
+# re-renders exactly the assets it changes. Sized for the default site's 60 MB budget:
+# 3,108 activation grids (~5 KB at 160 px, WebP 45: standardized feature maps are close to
+# noise and compress poorly) and 3,736 unit pictures (~3.6 KB at WebP 70).
+ENCODING: dict[str, dict[str, int]] = {
+    "photo": {"photo_quality": 85, "thumb_quality": 80},
+    "image": {"grid_side": 160, "grid_quality": 45},
+    "unit": {"quality": 70},
+    "grid": {
+        "all_cell": 32,
+        "all_cell_big_layer": 24,
+        "all_quality": 70,
+        "best_cell": 80,
+        "best_quality": 75,
+    },
+    "exemplars": {},
+}
 PHOTO_SIDE = 320  # the photo shown on image pages and under heat maps
 THUMB_SIDE = 112  # photo thumbnails in lists
 EXEMPLARS = 4  # images shown per unit, strongest first
@@ -93,7 +110,14 @@ class Job:
 
 
 def facts_job(model: ModelConfig, identity: dict) -> Job:
-    key = make_key({"kind": "facts", "v": RENDERER_VERSION["facts"], "model": identity})
+    key = make_key(
+        {
+            "kind": "facts",
+            "v": RENDERER_VERSION["facts"],
+            "encoding": ENCODING.get("facts", {}),
+            "model": identity,
+        }
+    )
     return Job("facts", model.id, key)
 
 
@@ -102,6 +126,7 @@ def photo_job(image: DatasetImage) -> Job:
         {
             "kind": "photo",
             "v": RENDERER_VERSION["photo"],
+            "encoding": ENCODING.get("photo", {}),
             "image": image.digest,
             "side": PHOTO_SIDE,
             "thumb": THUMB_SIDE,
@@ -117,6 +142,7 @@ def predict_job(
         {
             "kind": "predict",
             "v": RENDERER_VERSION["predict"],
+            "encoding": ENCODING.get("predict", {}),
             "model": identity,
             "image": image.digest,
             "size": list(input_size),
@@ -139,6 +165,7 @@ def image_job(
         {
             "kind": "image",
             "v": RENDERER_VERSION["image"],
+            "encoding": ENCODING.get("image", {}),
             "model": identity,
             "image": image.digest,
             "layers": list(layers),
@@ -180,6 +207,7 @@ def unit_job(
         {
             "kind": "unit",
             "v": RENDERER_VERSION["unit"],
+            "encoding": ENCODING.get("unit", {}),
             "model": identity,
             "layer": layer,
             "unit": unit,
@@ -196,6 +224,7 @@ def grid_job(model: ModelConfig, layer: str, unit_keys: Sequence[str]) -> Job:
         {
             "kind": "grid",
             "v": RENDERER_VERSION["grid"],
+            "encoding": ENCODING.get("grid", {}),
             "units": list(unit_keys),
             "best": model.render.best_grid,
         }
@@ -216,6 +245,7 @@ def exemplars_job(
         {
             "kind": "exemplars",
             "v": RENDERER_VERSION["exemplars"],
+            "encoding": ENCODING.get("exemplars", {}),
             "model": identity,
             "layer": layer,
             "size": list(input_size),
@@ -253,15 +283,19 @@ def strongest_images(
 ) -> dict[int, list[str]]:
     """For each unit, the names of the ``count`` images where its maximum is highest.
 
+    Ties go to the image whose name sorts first, so the choice is deterministic.
+
     Args:
         channel_max: image name -> that layer's per-channel maxima.
     """
+    import numpy as np
+
     names = sorted(channel_max)
-    choices = {}
-    for unit in range(units):
-        ranked = sorted(names, key=lambda n: (-channel_max[n][unit], n))
-        choices[unit] = ranked[:count]
-    return choices
+    if not names:
+        return {unit: [] for unit in range(units)}
+    values = np.asarray([channel_max[name][:units] for name in names], dtype=np.float64)
+    order = np.argsort(-values, axis=0, kind="stable")[:count]  # (count, units)
+    return {unit: [names[i] for i in order[:, unit]] for unit in range(units)}
 
 
 def select_layers(names: Sequence[str], patterns: Sequence[str] | None) -> list[str]:

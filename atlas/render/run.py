@@ -20,19 +20,13 @@ from atlas.cache import Cache
 from atlas.dataset import DatasetImage, iter_batches
 from atlas.images import encode_png, encode_webp
 from atlas.models import LoadedModel
-from atlas.plan import Job
+from atlas.plan import ENCODING, Job
 from atlas.render.maps import MapRenderer, softmax, unit_maps
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 BATCH = 32
-# Sizes chosen for the default site's 60 MB budget: 3,108 activation grids (~5 KB each at
-# 160 px, WebP 45: standardized feature maps are close to noise and compress poorly) and
-# 3,736 unit pictures (~3.6 KB each at WebP 70).
-GRID_SIDE = 160
-GRID_QUALITY = 45
-UNIT_QUALITY = 70
 # Pillow releases the GIL while resizing and encoding: drawing uses both cores.
 _DRAWING = ThreadPoolExecutor(max_workers=2)
 
@@ -132,9 +126,11 @@ def _image_assets(
     for index in range(len(layers)):
         files[f"act_{index}.webp"] = encode_webp(
             draw.activation_grid(
-                maps.activations[index], render.activation_channels, max_side=GRID_SIDE
+                maps.activations[index],
+                render.activation_channels,
+                max_side=ENCODING["image"]["grid_side"],
             ),
-            quality=GRID_QUALITY,
+            quality=ENCODING["image"]["grid_quality"],
         )
         for slot in slots:
             cam = maps.cams[slot][index]
@@ -194,7 +190,7 @@ def run_units(
                         "dead": bool(result.dead),
                         "own_activation": _finite(result.own_activation),
                     },
-                    {"unit.webp": encode_webp(result.picture, quality=UNIT_QUALITY)},
+                    {"unit.webp": encode_webp(result.picture, quality=ENCODING["unit"]["quality"])},
                 )
             progress(len(results))
 

@@ -24,6 +24,7 @@ PAGES = {
     "layer": "models/mobilenet/layers/conv_pw_11/index.html",
     "unit": "models/mobilenet/layers/conv_preds/units/254.html",
     "image": "models/mobilenet/images/pug_112.html",
+    "image-layers": "models/mobilenet/images/pug_112.html#conv_pw_11",
     "predictions": "models/mobilenet/predictions.html",
     "accuracy": "models/mobilenet/accuracy.html",
 }
@@ -43,7 +44,12 @@ def main() -> None:
             page.goto(base + path, wait_until="load")
             page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
             page.wait_for_load_state("networkidle")
-            page.evaluate("window.scrollTo(0, 0)")
+            anchor = path.partition("#")[2]
+            page.evaluate(
+                "a => { const e = a && document.querySelector(`[data-name='${a}']`);"
+                " if (e) { e.scrollIntoView(); } else { window.scrollTo(0, 0); } }",
+                anchor,
+            )
             page.screenshot(path=str(target / f"{kind}.png"))
             print(f"{kind}: {target / f'{kind}.png'}")
         browser.close()

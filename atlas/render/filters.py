@@ -370,10 +370,18 @@ def render_units(
             units[start : start + batch_size],
             seeds[start : start + batch_size],
         )
+        count = len(batch_units)
+        if count < batch_size < len(units):
+            # A short last batch would trace every step function again (seconds each);
+            # repeating its last unit to fill the batch is cheaper. Images never interact,
+            # so the padding changes no picture; it is dropped below.
+            batch_units = batch_units + [batch_units[-1]] * (batch_size - count)
+            batch_seeds = batch_seeds + [batch_seeds[-1]] * (batch_size - count)
         pixels, objective, taken, alive = _ascend(ascent, batch_units, batch_seeds, max_steps)
         pictures = ascent.picture(pixels)
         own = evaluate(tf.constant(pictures, tf.float32), tf.constant(batch_units)).numpy()
-        seconds = (time.perf_counter() - began) / len(batch_units)
+        batch_units = batch_units[:count]
+        seconds = (time.perf_counter() - began) / count
         yield [
             UnitResult(
                 unit=unit,

@@ -34,24 +34,24 @@ RENDERER_VERSION = {
 }
 # How assets are encoded; part of every key of their kind, so changing a value here
 # re-renders exactly the assets it changes. Sized for the default site's 60 MB budget:
-# 3,108 activation grids (~5 KB at 160 px, WebP 45: standardized feature maps are close to
+# 3,108 activation grids (~5 KB at 160 px, WebP 40: standardized feature maps are close to
 # noise and compress poorly) and 3,736 unit pictures (~3.6 KB at WebP 70).
 ENCODING: dict[str, dict[str, int]] = {
     "photo": {"photo_quality": 85, "thumb_quality": 80},
-    "image": {"grid_side": 160, "grid_quality": 45},
+    "image": {"grid_side": 160, "grid_quality": 40},
     "unit": {"quality": 70},
     "grid": {
         "all_cell": 32,
         "all_cell_big_layer": 24,
         "all_quality": 70,
-        "best_cell": 80,
-        "best_quality": 75,
+        "best_cell": 72,
+        "best_quality": 70,
     },
     "exemplars": {},
 }
 PHOTO_SIDE = 320  # the photo shown on image pages and under heat maps
 THUMB_SIDE = 112  # photo thumbnails in lists
-EXEMPLARS = 4  # images shown per unit, strongest first
+EXEMPLARS = 3  # photos shown per unit, strongest first (each costs ~0.7 KB of a unit page + its map)
 
 
 def _version(package: str) -> str:

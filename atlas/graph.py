@@ -15,8 +15,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import keras
-from keras.src.models.functional import Functional
+from atlas._tensorflow import keras
+
+Functional = keras.src.models.functional.Functional  # Keras 3's graph-of-layers model
 
 log = logging.getLogger(__name__)
 

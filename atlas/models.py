@@ -8,21 +8,16 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from atlas._tensorflow import keras
 from atlas.config import ModelConfig
 from atlas.errors import ModelError
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-
-from atlas.graph import FlatGraph, flatten_model  # noqa: E402
-from atlas.plan import select_layers  # noqa: E402
+from atlas.graph import FlatGraph, flatten_model
+from atlas.plan import select_layers
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,8 @@ ENCODING: dict[str, dict[str, int]] = {
 }
 PHOTO_SIDE = 320  # the photo shown on image pages and under heat maps
 THUMB_SIDE = 112  # photo thumbnails in lists
-EXEMPLARS = 3  # photos shown per unit, strongest first (each costs ~0.7 KB of a unit page + its map)
+# Photos shown per unit, strongest first (each costs ~0.7 KB of a unit page + its map).
+EXEMPLARS = 3
 
 
 def _version(package: str) -> str:

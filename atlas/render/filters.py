@@ -33,10 +33,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+from atlas._tensorflow import keras, tf
 from atlas.render import param, transforms
 from atlas.render.param import (  # noqa: F401  (re-exported: the build imports them here)
     DEFAULT_CLASSIC,

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import keras
 import numpy as np
-import tensorflow as tf
+
+from atlas._tensorflow import keras, tf
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import tensorflow as tf
 
+from atlas._tensorflow import tf
 from atlas.render.settings import (  # noqa: F401  (re-exported)
     DEFAULT_CLASSIC,
     DEFAULT_LUCID,

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import tensorflow as tf
 
 from atlas import draw
+from atlas._tensorflow import tf
 from atlas.cache import Cache
 from atlas.dataset import DatasetImage, iter_batches
 from atlas.images import encode_png, encode_webp

@@ -21,7 +21,8 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
+
+from atlas._tensorflow import tf
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ Imports TensorFlow/Keras: only the render stage of a build calls into this modul
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from atlas._tensorflow import keras
 from atlas.config import ModelConfig
 from atlas.errors import ModelError
 from atlas.graph import FlatGraph, flatten_model
+from atlas.images import file_digest
 from atlas.plan import select_layers
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,6 @@ class LoadedModel:
         return [layer for layer in self.graph.conv_layers if layer.name in chosen]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _preprocess_for(config: ModelConfig) -> Callable:
     if config.application is not None:
         module = importlib.import_module(
@@ -103,7 +95,7 @@ def _preprocess_for(config: ModelConfig) -> Callable:
 def _check_digest(config: ModelConfig, path: Path, what: str) -> None:
     if config.sha256 is None:
         return
-    actual = file_sha256(path)
+    actual = file_digest(path)
     if actual != config.sha256:
         raise ModelError(f"models[{config.id}].sha256: {what} {path} has sha256 {actual}, "
                          f"expected {config.sha256}: the file is damaged or not the one "

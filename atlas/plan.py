@@ -19,6 +19,7 @@ from typing import Any
 from atlas.cache import make_key
 from atlas.config import ModelConfig
 from atlas.dataset import DatasetImage
+from atlas.images import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,6 @@ def _version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_identity(config: ModelConfig) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import numpy as np
 
 from atlas._tensorflow import keras, tf
 from atlas.render import param, transforms
-from atlas.render.param import (  # noqa: F401  (re-exported: the build imports them here)
+from atlas.render.settings import (  # noqa: F401  (re-exported for callers of render_units)
     DEFAULT_CLASSIC,
     DEFAULT_LUCID,
     DEFAULT_METHOD,

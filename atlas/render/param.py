@@ -20,16 +20,6 @@ import logging
 import numpy as np
 
 from atlas._tensorflow import tf
-from atlas.render.settings import (  # noqa: F401  (re-exported)
-    DEFAULT_CLASSIC,
-    DEFAULT_LUCID,
-    DEFAULT_METHOD,
-    LUCID_FULL,
-    VGG_CLASSIC,
-    ClassicParams,
-    LucidParams,
-    default_params_for,
-)
 
 log = logging.getLogger(__name__)
 

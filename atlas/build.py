@@ -22,7 +22,7 @@ from pathlib import Path
 
 from atlas import plan
 from atlas.breeds import BreedMap, load_breeds, load_class_index
-from atlas.cache import Cache, Entry
+from atlas.cache import Cache
 from atlas.config import Config, ModelConfig, load_config
 from atlas.dataset import DatasetImage, DatasetScan, scan_dataset
 from atlas.errors import ConfigError
@@ -72,6 +72,7 @@ class ModelPlan:
     identity: dict
     facts: dict
     layers: list[dict]  # the selected conv layers' facts
+    params: object = None  # the filter-visualization method's parameters
     predict: list[Job] = field(default_factory=list)
     images: list[Job] = field(default_factory=list)
     units: dict[str, list[Job]] = field(default_factory=dict)
@@ -249,6 +250,7 @@ def _plan_model(config: Config, model: ModelConfig, scan: DatasetScan,
         result.images.append(plan.image_job(model, identity, image, layer_names, second, size))
     limit = model.render.units_per_layer
     params = plan.unit_params(model, config.models.index(model), size)
+    result.params = params
     for layer in chosen:
         count = layer["channels"] if limit is None else min(limit, layer["channels"])
         result.units[layer["name"]] = [
@@ -323,7 +325,8 @@ def _render_model(model_plan: ModelPlan, context: BuildContext, models: _Models,
                     names = [layer["name"] for layer in model_plan.layers]
                     run.run_images(loaded, missing, images, names, cache, counted)
                 else:
-                    run.run_units(loaded, missing, cache, counted, options.max_steps)
+                    run.run_units(loaded, missing, model_plan.params, cache, counted,
+                                  options.max_steps)
         finally:
             close()
     _plan_and_render_exemplars(model_plan, context, models, options)
@@ -394,7 +397,3 @@ def _referenced_keys(context: BuildContext) -> set[str]:
         keys.update(job.key for job in model_plan.grids.values())
         keys.update(job.key for job in model_plan.exemplars.values())
     return keys
-
-
-def entry_or_none(cache: Cache, job: Job | None) -> Entry | None:
-    return None if job is None else cache.get(job.key)

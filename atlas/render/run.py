@@ -155,14 +155,18 @@ def _round(values: np.ndarray) -> list[float]:
 def run_units(
     loaded: LoadedModel,
     jobs: Sequence[Job],
+    params: object,
     cache: Cache,
     progress: Progress,
     max_steps: int | None = None,
 ) -> None:
-    """Filter visualizations, one batched optimisation per layer's missing units."""
+    """Filter visualizations, one batched optimisation per layer's missing units.
+
+    Args:
+        params: the method's parameters, as planned (they are in the jobs' keys).
+    """
     from atlas.render import filters
 
-    params = unit_params(loaded)
     by_layer: dict[str, list[Job]] = defaultdict(list)
     for job in jobs:
         by_layer[job.layer].append(job)
@@ -198,13 +202,6 @@ def run_units(
 def _finite(value: float) -> float | None:
     value = float(value)
     return round(value, 6) if np.isfinite(value) else None
-
-
-def unit_params(loaded: LoadedModel):
-    """The method's parameters for this model: defaults for its size plus config overrides."""
-    from atlas.plan import unit_params as resolve
-
-    return resolve(loaded.config, 0, loaded.input_size)
 
 
 def run_exemplars(

@@ -29,7 +29,7 @@ RENDERER_VERSION = {
     "predict": 1,
     "image": 3,
     "photo": 1,
-    "unit": 3,
+    "unit": 4,
     "grid": 2,
     "exemplars": 1,
 }

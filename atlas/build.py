@@ -143,6 +143,9 @@ def build(config_path: Path | str, options: BuildOptions = BuildOptions()) -> Bu
     cache.lock(options.wait)
     try:
         return _build(config, cache, options, timer)
+    except KeyboardInterrupt as interrupt:
+        interrupt.kept = cache.written  # for the CLI's "how much was kept" line
+        raise
     finally:
         cache.unlock()
 

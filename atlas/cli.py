@@ -75,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return _COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: every finished asset is kept in the cache; run the same "
-              "command again to resume", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        kept = getattr(interrupt, "kept", None)
+        what = f"the {kept:,} assets rendered before it are" if kept is not None else (
+            "every finished asset is")
+        print(f"\ninterrupted: {what} kept in the cache; run the same command again to "
+              "resume (the previous site is untouched)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except AtlasError as error:
         if args.debug:

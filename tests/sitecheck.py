@@ -12,6 +12,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import yaml
+
 MAX_PAGE_BYTES = 300 * 1024
 
 # (tag, attribute) pairs whose value the browser follows or fetches.
@@ -194,3 +196,24 @@ if __name__ == "__main__":
     for size, path in page_sizes(site)[:5]:
         print(f"{size / 1024:8.1f} KB  {path}")
     sys.exit(1 if found else 0)
+
+
+def files_of(site: Path) -> dict[str, bytes]:
+    """Every file of a site by its relative path, for byte-for-byte comparisons."""
+    return {
+        p.relative_to(site).as_posix(): p.read_bytes()
+        for p in sorted(site.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assets(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The rendered pictures of a site (named by content hash)."""
+    return {name: data for name, data in files.items() if name.startswith("assets/")}
+
+
+def edit_config(path: Path, change) -> None:
+    """Load a YAML config, let ``change`` edit the data, write it back."""
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))

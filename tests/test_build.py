@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-import yaml
+from sitecheck import assets, edit_config, files_of
 
 from atlas.build import BuildOptions, build
 from atlas.errors import AtlasError
@@ -36,17 +36,8 @@ def nonzero(counts: dict[str, int]) -> dict[str, int]:
     return {kind: n for kind, n in counts.items() if n}
 
 
-def files_of(site: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(site).as_posix(): p.read_bytes()
-        for p in sorted(site.rglob("*"))
-        if p.is_file()
-    }
 
 
-def assets(files: dict[str, bytes]) -> dict[str, bytes]:
-    """The rendered pictures of a site (named by content hash)."""
-    return {name: data for name, data in files.items() if name.startswith("assets/")}
 
 
 def broken_links(site: Path) -> list[str]:
@@ -65,10 +56,6 @@ def broken_links(site: Path) -> list[str]:
     return broken
 
 
-def edit_config(path: Path, change) -> None:
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def cache_entries(cache: Path, field: str) -> list[Path]:

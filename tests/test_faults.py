@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
+from sitecheck import assets, edit_config, files_of
 
 import atlas.cache
 from atlas.build import BuildOptions, build
@@ -42,22 +42,10 @@ def atlas_build(config: Path, *extra: str) -> int:
     return main(["build", "-c", str(config), "--no-progress", "--max-steps", "2", *extra])
 
 
-def files_of(site: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(site).as_posix(): p.read_bytes()
-        for p in sorted(site.rglob("*"))
-        if p.is_file()
-    }
 
 
-def assets(files: dict[str, bytes]) -> dict[str, bytes]:
-    return {name: data for name, data in files.items() if name.startswith("assets/")}
 
 
-def edit_config(path: Path, change) -> None:
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def assert_cache_trusted(cache: Path, caplog) -> None:

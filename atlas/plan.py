@@ -84,6 +84,15 @@ def model_identity(config: ModelConfig) -> dict[str, Any]:
     }
 
 
+def job_key(kind: str, fields: dict[str, Any]) -> str:
+    """A job's cache key: its kind, that kind's renderer version and encoding settings,
+    and the fields that determine the asset. Every kind goes through here, so a version
+    bump or an encoding change re-renders exactly the assets of that kind."""
+    return make_key(
+        {"kind": kind, "v": RENDERER_VERSION[kind], "encoding": ENCODING.get(kind, {}), **fields}
+    )
+
+
 def unit_seed(seed: int, layer: str, unit: int) -> int:
     """A unit's own seed: independent of batching and of which other units are rendered."""
     text = f"{seed}/{layer}/{unit}".encode()
@@ -104,27 +113,23 @@ class Job:
 
 
 def facts_job(model: ModelConfig, identity: dict) -> Job:
-    key = make_key(
+    key = job_key(
+        "facts",
         {
-            "kind": "facts",
-            "v": RENDERER_VERSION["facts"],
-            "encoding": ENCODING.get("facts", {}),
             "model": identity,
-        }
+        },
     )
     return Job("facts", model.id, key)
 
 
 def photo_job(image: DatasetImage) -> Job:
-    key = make_key(
+    key = job_key(
+        "photo",
         {
-            "kind": "photo",
-            "v": RENDERER_VERSION["photo"],
-            "encoding": ENCODING.get("photo", {}),
             "image": image.digest,
             "side": PHOTO_SIDE,
             "thumb": THUMB_SIDE,
-        }
+        },
     )
     return Job("photo", "", key, image=image.name)
 
@@ -132,16 +137,14 @@ def photo_job(image: DatasetImage) -> Job:
 def predict_job(
     model: ModelConfig, identity: dict, image: DatasetImage, input_size: Sequence[int]
 ) -> Job:
-    key = make_key(
+    key = job_key(
+        "predict",
         {
-            "kind": "predict",
-            "v": RENDERER_VERSION["predict"],
-            "encoding": ENCODING.get("predict", {}),
             "model": identity,
             "image": image.digest,
             "size": list(input_size),
             "top_k": max(5, model.render.top_k),
-        }
+        },
     )
     return Job("predict", model.id, key, image=image.name)
 
@@ -155,11 +158,9 @@ def image_job(
     input_size: Sequence[int],
 ) -> Job:
     render = model.render
-    key = make_key(
+    key = job_key(
+        "image",
         {
-            "kind": "image",
-            "v": RENDERER_VERSION["image"],
-            "encoding": ENCODING.get("image", {}),
             "model": identity,
             "image": image.digest,
             "layers": list(layers),
@@ -168,7 +169,7 @@ def image_job(
             "alpha": render.gradcam_alpha,
             "second_class": second_class,
             "photo_side": PHOTO_SIDE,
-        }
+        },
     )
     return Job("image", model.id, key, image=image.name, extra={"second_class": second_class})
 
@@ -197,31 +198,27 @@ def unit_job(
     params: object,
 ) -> Job:
     seed = unit_seed(model.render.seed, layer, unit)
-    key = make_key(
+    key = job_key(
+        "unit",
         {
-            "kind": "unit",
-            "v": RENDERER_VERSION["unit"],
-            "encoding": ENCODING.get("unit", {}),
             "model": identity,
             "layer": layer,
             "unit": unit,
             "size": list(input_size),
             "method": repr(params),
             "seed": seed,
-        }
+        },
     )
     return Job("unit", model.id, key, layer=layer, unit=unit, extra={"seed": seed})
 
 
 def grid_job(model: ModelConfig, layer: str, unit_keys: Sequence[str]) -> Job:
-    key = make_key(
+    key = job_key(
+        "grid",
         {
-            "kind": "grid",
-            "v": RENDERER_VERSION["grid"],
-            "encoding": ENCODING.get("grid", {}),
             "units": list(unit_keys),
             "best": model.render.best_grid,
-        }
+        },
     )
     return Job("grid", model.id, key, layer=layer)
 
@@ -235,18 +232,16 @@ def exemplars_job(
     digests: dict[str, str],
 ) -> Job:
     """The maps of each unit on the images where it is strongest (chosen from stats)."""
-    key = make_key(
+    key = job_key(
+        "exemplars",
         {
-            "kind": "exemplars",
-            "v": RENDERER_VERSION["exemplars"],
-            "encoding": ENCODING.get("exemplars", {}),
             "model": identity,
             "layer": layer,
             "size": list(input_size),
             "choices": {
                 str(u): [digests[n] for n in names] for u, names in sorted(choices.items())
             },
-        }
+        },
     )
     return Job("exemplars", model.id, key, layer=layer, extra={"choices": choices})
 

@@ -20,12 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atlas import plan
+from atlas import checks, plan
 from atlas.breeds import BreedMap, load_breeds, load_class_index
 from atlas.cache import Cache
 from atlas.config import Config, ModelConfig, load_config
 from atlas.dataset import DatasetImage, DatasetScan, scan_dataset
-from atlas.errors import ConfigError
 from atlas.plan import Job
 
 log = logging.getLogger(__name__)
@@ -161,6 +160,8 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
         detailed = plan.choose_detailed(scan.images, config.dataset.detailed,
                                         config.dataset.per_breed,
                                         config.dataset.detailed_names)
+        # Names in the config checked against the dataset, before any rendering.
+        checks.report(checks.before_render(config, scan, breeds, detailed), config.path)
     models = _Models(timer)
     context = BuildContext(config=config, scan=scan, detailed=detailed, breeds=breeds,
                            models=[], cache=cache, timer=timer)
@@ -233,14 +234,8 @@ def _plan_model(config: Config, model: ModelConfig, scan: DatasetScan,
     facts = entry.meta
     conv = [layer for layer in facts["layers"] if layer["is_conv"]]
     names = [layer["name"] for layer in conv]
-    bad = plan.unmatched_patterns(names, model.layers)
-    if bad:
-        index = config.models.index(model)
-        raise ConfigError([(f"models[{index}].layers[{i}]",
-                            f"{model.layers[i]!r} matches no convolution layer of "
-                            f"{model.id}; its conv layers are: {', '.join(names[:12])}"
-                            + (" ..." if len(names) > 12 else "")) for i in bad],
-                          source=str(config.path))
+    key = f"models[{config.models.index(model)}]"
+    checks.report(checks.layer_patterns(key, model, names), config.path)
     selected = set(plan.select_layers(names, model.layers))
     chosen = [layer for layer in conv if layer["name"] in selected]
     size = tuple(facts["input_size"])

@@ -257,8 +257,12 @@ def choose_detailed(
     if mode in ("test", "trainval"):
         return [image for image in images if image.split == mode]
     if mode == "list":
-        wanted = set(names)
-        return [image for image in images if image.name in wanted]
+        exact, globs = set(names), [n for n in names if is_glob(n)]
+        return [
+            image
+            for image in images
+            if image.name in exact or any(fnmatch.fnmatchcase(image.name, glob) for glob in globs)
+        ]
     chosen, counts = [], {}
     for image in images:
         if counts.get(image.breed, 0) < per_breed:
@@ -285,6 +289,16 @@ def strongest_images(
     values = np.asarray([channel_max[name][:units] for name in names], dtype=np.float64)
     order = np.argsort(-values, axis=0, kind="stable")[:count]  # (count, units)
     return {unit: [names[i] for i in order[:, unit]] for unit in range(units)}
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether a name in the config is a glob pattern (``*``, ``?`` or ``[``)."""
+    return any(char in pattern for char in "*?[")
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether an image or layer name is the pattern itself or matches it as a glob."""
+    return name == pattern or (is_glob(pattern) and fnmatch.fnmatchcase(name, pattern))
 
 
 def select_layers(names: Sequence[str], patterns: Sequence[str] | None) -> list[str]:

@@ -126,10 +126,21 @@ class Checker:
         if error:
             self.problem(where, f"cannot use {value!r}: {error}")
         elif not found:
-            self.problem(where, f"file not found: {value} (looked in {resolved})")
+            self.problem(where, f"file not found: {value} (looked in {resolved})"
+                         + _siblings_hint(resolved))
         elif is_dir and not folder:
             self.problem(where, f"expected a folder: {value}")
         return resolved
+
+
+def _siblings_hint(path: Path) -> str:
+    """`` (did you mean NAME?)`` for the entry beside a missing path most like its name."""
+    try:
+        names = [entry.name for entry in path.parent.iterdir()]
+    except (OSError, ValueError):
+        return ""
+    hint = difflib.get_close_matches(path.name, names, n=1)
+    return f" (did you mean {hint[0]}?)" if hint else ""
 
 
 def why(error: BaseException) -> str:

@@ -271,7 +271,7 @@ def _syntax(name: str, text: str) -> list[Finding]:
     import jinja2
 
     try:
-        jinja2.Environment().parse(text)
+        jinja2.Environment(autoescape=True).parse(text)  # parsed only, never rendered
     except jinja2.TemplateSyntaxError as error:
         return [Finding("site.templates", f"{name}, line {error.lineno}: {error.message}")]
     return []

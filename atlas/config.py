@@ -104,6 +104,7 @@ class SiteConfig:
     notes: Path | None
     templates: Path | None
     timestamp: bool
+    max_size: int = 10**9  # bytes; GitHub Pages refuses sites over 1 GB
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def load_config(path: Path | str) -> Config:
 
 def _site(check: Checker, value: Any) -> SiteConfig:
     data = check.mapping(value, "site", ("title", "output", "base_path", "notes", "templates",
-                                         "timestamp"))
+                                         "timestamp", "max_size"))
     base_path = check.typed(data, "base_path", "site", str, "")
     output = check.resolve(check.typed(data, "output", "site", str, "_site"), "site.output")
     return SiteConfig(
@@ -177,7 +178,21 @@ def _site(check: Checker, value: Any) -> SiteConfig:
         notes=check.path(data, "notes", "site"),
         templates=check.path(data, "templates", "site", is_dir=True),
         timestamp=check.typed(data, "timestamp", "site", bool, False),
+        max_size=_max_size(check, data.get("max_size", "1GB")),
     )
+
+
+def _max_size(check: Checker, value: Any) -> int:
+    from atlas.estimate import parse_size
+
+    try:
+        size = parse_size(value)
+    except (ValueError, TypeError) as error:
+        check.problem("site.max_size", str(error))
+        return 10**9
+    if size <= 0:
+        check.problem("site.max_size", f"must be more than 0, got {value!r}")
+    return size
 
 
 def _check_output(check: Checker, output: Path, project: Path, cache: Path | None) -> None:

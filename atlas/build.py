@@ -22,9 +22,10 @@ from pathlib import Path
 
 from atlas import checks, plan
 from atlas.breeds import BreedMap, load_breeds, load_class_index
-from atlas.cache import Cache
+from atlas.cache import Cache, open_cache
 from atlas.config import Config, ModelConfig, load_config
 from atlas.dataset import DatasetImage, DatasetScan, scan_dataset
+from atlas.errors import AtlasError
 from atlas.plan import Job
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class BuildOptions:
     progress: bool = True
     wait: float = 0.0
     max_steps: int | None = None  # caps optimisation steps (tests)
+    shard: tuple[int, int] | None = None  # (I, N): render shard I's share, write no site
+    scheduler: str | None = None  # a Dask scheduler address: render on its workers
 
 
 @dataclass
@@ -100,7 +103,7 @@ class BuildContext:
 
 @dataclass(frozen=True)
 class BuildReport:
-    output: Path
+    output: Path | None  # None for a shard (no site written)
     pages: int
     site_bytes: int
     rendered: dict[str, int]
@@ -130,16 +133,20 @@ class _Models:
 def build(config_path: Path | str, options: BuildOptions = BuildOptions()) -> BuildReport:
     """Build the site described by a config file. See the module docstring.
 
+    With ``options.shard`` (I, N), render only shard I's share of the missing assets of
+    phase one into the cache and write no site (see :mod:`atlas.distribute`).
+
     Raises:
         ConfigError: invalid config (exit 2), before anything is written.
-        AtlasError: a model, the cache or the output cannot be used.
+        AtlasError: a model, the cache or the output cannot be used, or the projected
+            site exceeds ``site.max_size`` (before anything is rendered).
         KeyboardInterrupt: after keeping every finished asset.
     """
     timer = StageTimer()
     with timer.stage("config"):
         config = load_config(config_path)
-    cache = Cache(config.cache)
-    cache.lock(options.wait)
+    cache = open_cache(config.cache)
+    cache.lock(options.wait, shared=options.shard is not None)
     try:
         return _build(config, cache, options, timer)
     except KeyboardInterrupt as interrupt:
@@ -149,10 +156,9 @@ def build(config_path: Path | str, options: BuildOptions = BuildOptions()) -> Bu
         cache.unlock()
 
 
-def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTimer
-           ) -> BuildReport:
-    from atlas.site import write_site
-
+def prepare(config: Config, cache: Cache, options: BuildOptions, timer: StageTimer
+            ) -> tuple[BuildContext, _Models]:
+    """Scan the dataset and plan every model's jobs (model facts rendered if missing)."""
     with timer.stage("scan"):
         scan = _scan(config, cache)
         class_index = load_class_index(config.dataset.class_index)
@@ -169,22 +175,91 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
         for model in config.models:
             context.models.append(_plan_model(config, model, scan, detailed, breeds, cache,
                                               models, options, context))
+    return context, models
+
+
+def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTimer
+           ) -> BuildReport:
+    from atlas import distribute, estimate, plan_report
+    from atlas.site import write_site
+
+    context, models = prepare(config, cache, options, timer)
+    throughput = estimate.Throughput.from_json(cache.read_aux(estimate.THROUGHPUT))
+    with timer.stage("plan"):
+        table = plan_report.rows(context, throughput, options.max_steps, options.force)
+        plan_report.check_budget(config, table, plan_report.widest_layer(context))
+
+    def missing(jobs: list[Job]) -> list[Job]:
+        todo = _missing(jobs, cache, options.force)
+        if jobs:
+            _count(context, jobs[0].kind, False, len(jobs) - len(todo))
+        return todo
+
+    measured = estimate.Throughput({})
+    run = _executor(context, models, options, measured)
     # Time not taken by a render stage within is spent reading and checking the cache.
     with timer.stage("cache checks"):
-        with timer.stage("render photos"):
-            _render_photos(context, options)
-        for model_plan in context.models:
-            _render_model(model_plan, context, models, options)
+        tasks = distribute.phase_one_tasks(context, missing, options.max_steps)
+        if options.shard is not None:
+            index, count = options.shard
+            tasks = distribute.shard_share(context, tasks, index, count, throughput)
+            log.info("shard %d/%d: %d of the missing tasks", index, count, len(tasks))
+        run(tasks)
+        if options.shard is None:
+            for model_plan in context.models:
+                run(distribute.exemplar_tasks(model_plan, _exemplar_jobs(model_plan, context,
+                                                                         missing),
+                                              {i.name: i for i in context.scan.images}))
+                with timer.stage("render grids"):
+                    _render_grids(model_plan, context, options)
+    if measured.kinds:  # a build that rendered nothing measured nothing
+        _save_throughput(cache, throughput.updated(measured))
+    if options.shard is not None:
+        return _report(None, 0, 0, context, timer)
     with timer.stage("pages"):
         output, pages, size = write_site(context)
     if options.prune:
         keep = _referenced_keys(context)
         removed, freed = cache.prune(keep)
         log.info("pruned %d cache entries (%.1f MB)", removed, freed / 1e6)
+    return _report(output, pages, size, context, timer)
+
+
+def _report(output: Path | None, pages: int, size: int, context: BuildContext,
+            timer: StageTimer) -> BuildReport:
     return BuildReport(output=output, pages=pages, site_bytes=size, rendered=context.rendered,
                        reused=context.reused, seconds=dict(timer.seconds),
-                       skipped=len(scan.skipped),
+                       skipped=len(context.scan.skipped),
                        tensorflow_loaded="tensorflow" in sys.modules)
+
+
+def _executor(context: BuildContext, models: _Models, options: BuildOptions, throughput
+              ) -> Callable[[list], None]:
+    """Runs tasks here, or on the Dask scheduler of ``--scheduler``."""
+    from atlas import distribute
+
+    def count(kind: str, n: int) -> None:
+        _count(context, kind, True, n)
+
+    if options.scheduler:
+        from atlas import dask_executor
+
+        return lambda tasks: dask_executor.run_dask(
+            tasks, options.scheduler, context.config.cache, count, options.progress,
+            context.timer)
+    runner = distribute.LocalRun(cache=context.cache, get_model=models.get,
+                                 timer=context.timer, count=count,
+                                 progress=options.progress, throughput=throughput)
+    return lambda tasks: distribute.run_local(tasks, runner)
+
+
+def _save_throughput(cache: Cache, throughput) -> None:
+    from atlas.estimate import THROUGHPUT
+
+    try:
+        cache.write_aux(THROUGHPUT, throughput.to_json().encode())
+    except AtlasError as error:  # only for estimates
+        log.warning("could not record the throughput: %s", error)
 
 
 def _scan(config: Config, cache: Cache) -> DatasetScan:
@@ -200,6 +275,7 @@ def _scan(config: Config, cache: Cache) -> DatasetScan:
     if len(memo) != before:
         temp = memo_path.with_name(f".{SCAN_MEMO}.{uuid.uuid4().hex}")
         try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
             temp.write_text(json.dumps(memo, sort_keys=True), encoding="utf-8")
             os.replace(temp, memo_path)
         except OSError as error:  # only an optimisation: the next build decodes again
@@ -208,8 +284,6 @@ def _scan(config: Config, cache: Cache) -> DatasetScan:
             with contextlib.suppress(OSError):
                 temp.unlink(missing_ok=True)
     if not scan.images:
-        from atlas.errors import AtlasError
-
         raise AtlasError(f"{config.dataset.images}: no usable images "
                          f"({len(scan.skipped)} skipped)")
     return scan
@@ -263,83 +337,16 @@ def _missing(jobs: list[Job], cache: Cache, force: bool) -> list[Job]:
     return list(jobs) if force else [job for job in jobs if not cache.has(job.key)]
 
 
-def _progress(total: int, description: str, enabled: bool) -> tuple[Callable[[int], None],
-                                                                      Callable[[], None]]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=description, unit="", disable=not enabled or total == 0,
-               file=sys.stderr, dynamic_ncols=True, leave=True)
-    return bar.update, bar.close
-
-
-def _render_photos(context: BuildContext, options: BuildOptions) -> None:
-    from atlas.render_assets import render_photo
-
-    wanted = {image.name: image for image in context.scan.images}
-    jobs = [plan.photo_job(image) for image in wanted.values()]
-    missing = _missing(jobs, context.cache, options.force)
-    _count(context, "photo", False, len(jobs) - len(missing))
-    update, close = _progress(len(missing), "photos", options.progress)
-    try:
-        for job in missing:
-            render_photo(wanted[job.image], context.cache, job.key, plan.PHOTO_SIDE,
-                         plan.THUMB_SIDE)
-            update(1)
-            _count(context, "photo", True)
-    finally:
-        close()
-
-
-def _render_model(model_plan: ModelPlan, context: BuildContext, models: _Models,
-                  options: BuildOptions) -> None:
-    cache, force = context.cache, options.force
-    timer = context.timer
-    images = {image.name: image for image in context.scan.images}
-    model_id = model_plan.config.id
-    stages = [
-        ("predict", model_plan.predict, "predictions"),
-        ("image", model_plan.images, "activations + Grad-CAM"),
-        ("unit", [j for jobs in model_plan.units.values() for j in jobs], "units"),
-    ]
-    for kind, jobs, label in stages:
-        missing = _missing(jobs, cache, force)
-        _count(context, kind, False, len(jobs) - len(missing))
-        if not missing:
-            continue
-        from atlas.render import run
-
-        loaded = models.get(model_plan.config)
-        update, close = _progress(len(missing), f"{model_id}: {label}", options.progress)
-
-        def counted(n: int, kind: str = kind, update=update) -> None:
-            update(n)
-            _count(context, kind, True, n)
-
-        try:
-            with timer.stage(f"render {label}"):
-                if kind == "predict":
-                    run.run_predictions(loaded, missing, images, cache, counted)
-                elif kind == "image":
-                    names = [layer["name"] for layer in model_plan.layers]
-                    run.run_images(loaded, missing, images, names, cache, counted)
-                else:
-                    run.run_units(loaded, missing, model_plan.params, cache, counted,
-                                  options.max_steps)
-        finally:
-            close()
-    _plan_and_render_exemplars(model_plan, context, models, options)
-    with timer.stage("render grids"):
-        _render_grids(model_plan, context, options)
-
-
-def _plan_and_render_exemplars(model_plan: ModelPlan, context: BuildContext,
-                               models: _Models, options: BuildOptions) -> None:
-    """Second phase: which images excite each unit most is known only from image stats."""
+def _exemplar_jobs(model_plan: ModelPlan, context: BuildContext,
+                   missing: Callable[[list[Job]], list[Job]] | None = None) -> list[Job]:
+    """Second phase: which photos excite each unit most is known only from the image
+    stats. Sets ``model_plan.exemplars``; returns the jobs ``missing`` keeps (all if None),
+    or none while any image's stats are missing."""
     cache = context.cache
     stats = {job.image: cache.get(job.key) for job in model_plan.images}
     stats = {name: entry for name, entry in stats.items() if entry is not None}
     if not stats:
-        return
+        return []
     digests = {image.name: image.digest for image in context.scan.images}
     jobs = []
     for index, layer in enumerate(model_plan.layers):
@@ -350,22 +357,7 @@ def _plan_and_render_exemplars(model_plan: ModelPlan, context: BuildContext,
                                  model_plan.input_size, choices, digests)
         model_plan.exemplars[layer["name"]] = job
         jobs.append(job)
-    missing = _missing(jobs, cache, options.force)
-    _count(context, "exemplars", False, len(jobs) - len(missing))
-    if not missing:
-        return
-    from atlas.render import run
-
-    loaded = models.get(model_plan.config)
-    update, close = _progress(len(missing), f"{model_plan.config.id}: unit exemplars",
-                              options.progress)
-    images = {image.name: image for image in context.scan.images}
-    try:
-        with context.timer.stage("render exemplars"):
-            run.run_exemplars(loaded, missing, images, cache,
-                              lambda n: (update(n), _count(context, "exemplars", True, n)))
-    finally:
-        close()
+    return missing(jobs) if missing is not None else jobs
 
 
 def _render_grids(model_plan: ModelPlan, context: BuildContext, options: BuildOptions) -> None:

@@ -83,8 +83,12 @@ class Cache:
         self._stamps_changed = False
 
     # -- locking -----------------------------------------------------------------------
-    def lock(self, wait: float = 0.0) -> None:
-        """Take the cache's build lock, or raise CacheError if another build holds it."""
+    def lock(self, wait: float = 0.0, shared: bool = False) -> None:
+        """Take the cache's build lock, or raise CacheError if another build holds it.
+
+        Shards of one build (``--shard I/N``) take it shared: they write disjoint entries,
+        each atomically; a whole build takes it exclusively.
+        """
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             handle = open(self.root / LOCK, "a+")  # noqa: SIM115 - held for the build
@@ -93,7 +97,7 @@ class Cache:
         deadline = time.monotonic() + wait
         while True:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -103,7 +107,8 @@ class Cache:
                         "to finish (or use --wait)") from None
                 time.sleep(0.2)
         self._lock_handle = handle
-        self._remove_temp_folders()
+        if not shared:  # another shard may be writing its temp folders right now
+            self._remove_temp_folders()
 
     def unlock(self) -> None:
         if self._lock_handle is not None:
@@ -226,6 +231,42 @@ class Cache:
         self._verified[key] = entry
         return entry
 
+    # -- small shared files beside the entries (throughput, shard splits) --------------
+    def read_aux(self, name: str) -> bytes | None:
+        """A small file of the cache by relative name, or None if absent or unreadable."""
+        try:
+            return (self.root / name).read_bytes()
+        except OSError:
+            return None
+
+    def write_aux(self, name: str, data: bytes) -> None:
+        """Replace a small file of the cache atomically (last writer wins)."""
+        target = self.root / name
+        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(data)
+            os.replace(temp, target)
+        except OSError as error:
+            temp.unlink(missing_ok=True)
+            raise _os_error(self.root, error) from None
+
+    def create_exclusive(self, name: str, data: bytes) -> bool:
+        """Create a small file only if it does not exist; False if it already did."""
+        target = self.root / name
+        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(data)
+            os.link(temp, target)  # fails if the name exists: whole file or nothing
+            return True
+        except FileExistsError:
+            return False
+        except OSError as error:
+            raise _os_error(self.root, error) from None
+        finally:
+            temp.unlink(missing_ok=True)
+
     # -- maintenance ------------------------------------------------------------------
     def keys(self) -> list[str]:
         if not self.root.is_dir():
@@ -248,6 +289,11 @@ class Cache:
                 self._stamps_changed = True
             removed += 1
         return removed, freed
+
+
+def open_cache(location: Path | str) -> Cache:
+    """The cache at a folder."""
+    return Cache(Path(location))
 
 
 def _sha256(path: Path) -> str:

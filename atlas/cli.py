@@ -43,6 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                        help="wait this long for another build holding the cache")
     build.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
+    build.add_argument("--shard", default=None, metavar="I/N",
+                       help="render shard I of N of the missing assets into the cache and "
+                       "write no site (then a plain build assembles it)")
+    build.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="render on the workers of this Dask scheduler (extra: dask)")
+
+    plan = commands.add_parser("plan", help="what a build would render, its cost and size")
+    plan.add_argument("-c", "--config", default="site_config.yaml", type=Path)
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
 
     clean = commands.add_parser("clean", help="remove the built site and/or the cache")
     clean.add_argument("-c", "--config", default="site_config.yaml", type=Path)
@@ -123,13 +132,20 @@ def _template_problem(error: Exception) -> str | None:
 
 def _build(args: argparse.Namespace) -> int:
     from atlas.build import BuildOptions, build
+    from atlas.distribute import parse_shard
 
+    shard = parse_shard(args.shard) if args.shard else None
     options = BuildOptions(force=args.force, prune=args.prune, progress=not args.no_progress,
-                           wait=args.wait, max_steps=args.max_steps)
+                           wait=args.wait, max_steps=args.max_steps, shard=shard,
+                           scheduler=args.scheduler)
     report = build(args.config, options)
     total = sum(report.seconds.values())
-    print(f"built {report.output} : {report.pages:,} pages, "
-          f"{report.site_bytes / 1e6:.1f} MB, {total:.1f} s")
+    if report.output is None:
+        print(f"shard {args.shard} done in {total:.1f} s: no site written (a plain "
+              "`atlas build` assembles it)")
+    else:
+        print(f"built {report.output} : {report.pages:,} pages, "
+              f"{report.site_bytes / 1e6:.1f} MB, {total:.1f} s")
     rendered = ", ".join(f"{k} {v}" for k, v in sorted(report.rendered.items())) or "nothing"
     reused = sum(report.reused.values())
     print(f"rendered: {rendered}; from the cache: {reused:,}")
@@ -139,6 +155,13 @@ def _build(args: argparse.Namespace) -> int:
     print("time per stage:")
     for name, seconds in report.seconds.items():
         print(f"  {name:<{width}}  {seconds:8.2f} s")
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from atlas.plan_report import run_plan
+
+    print(run_plan(args.config, as_json=args.json))
     return EXIT_OK
 
 
@@ -189,7 +212,7 @@ def _fetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"build": _build, "clean": _clean, "serve": _serve, "fetch-data": _fetch}
+_COMMANDS = {"build": _build, "plan": _plan, "clean": _clean, "serve": _serve, "fetch-data": _fetch}
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

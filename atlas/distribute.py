@@ -1,0 +1,313 @@
+"""Executors: the missing jobs of a build grouped into tasks, run here, in shards or on Dask.
+
+A :class:`Task` is a batch that one renderer call handles at once: a layer's missing
+units (one batched optimisation, as a one-process build does, so pictures are identical
+whichever executor ran them), a batch of photos, predictions or image maps, or a layer's
+strongest-photo maps. A task carries everything a worker needs (the model's config, the
+jobs, the photos they read) and is picklable.
+
+* local: :func:`run_local` runs the tasks in this process, one progress bar per model
+  and kind, and measures throughput for ``atlas plan``.
+* shards: :func:`shard_share` splits the missing tasks of phase one (photos,
+  predictions, image maps, units) into N shares balanced by estimated seconds (longest
+  first onto the least-loaded share). The first shard of a plan records the split in the
+  cache (``shards/<plan>-<N>.json``, created exclusively), so shards started later, when
+  others have finished work, still take their share of the same split.
+* Dask: :mod:`atlas.dask_executor`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from atlas import estimate, plan
+from atlas.config import ModelConfig
+from atlas.dataset import DatasetImage
+from atlas.errors import AtlasError, ConfigError
+from atlas.plan import Job
+
+log = logging.getLogger(__name__)
+
+PHOTO_BATCH = 64
+PREDICT_BATCH = 64  # run_predictions' own batch: a task never splits one of its batches
+IMAGE_BATCH = 32  # run_images' batch
+LABELS = {
+    "photo": "photos",
+    "predict": "predictions",
+    "image": "activations + Grad-CAM",
+    "unit": "units",
+    "exemplars": "unit exemplars",
+}
+PHASE_ONE = ("photo", "predict", "image", "unit")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One batch of jobs of one kind for one model (photos: no model)."""
+
+    kind: str
+    model: ModelConfig | None
+    jobs: tuple[Job, ...]
+    images: tuple[DatasetImage, ...] = ()  # the photos the jobs read
+    layers: tuple[str, ...] = ()  # image maps: the model's selected layers
+    params: object = None  # units: the method's parameters
+    gflop: float = 0.0
+    max_steps: int | None = None
+
+    @property
+    def label(self) -> str:
+        prefix = f"{self.model.id}: " if self.model is not None else ""
+        return prefix + LABELS[self.kind]
+
+    @property
+    def name(self) -> str:
+        """Stable and unique within a build: the first job's key."""
+        return f"{self.kind}-{self.jobs[0].key[:16]}"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N), 1 <= I <= N.
+
+    Raises:
+        ConfigError: anything else (exit 2).
+    """
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigError([("--shard", f"expected I/N such as 1/4, got {text!r}")]) from None
+    if not 1 <= index <= count:
+        raise ConfigError([("--shard", f"{text}: I must be between 1 and N")])
+    return index, count
+
+
+def _chunks(jobs: Sequence[Job], size: int) -> Iterable[tuple[Job, ...]]:
+    for start in range(0, len(jobs), size):
+        yield tuple(jobs[start : start + size])
+
+
+def phase_one_tasks(
+    context, missing: Callable[[Sequence[Job]], list[Job]], max_steps: int | None
+) -> list[Task]:
+    """The tasks of the jobs that ``missing`` keeps, in the order a local build runs them."""
+    images = {image.name: image for image in context.scan.images}
+    tasks = []
+    photos = missing([plan.photo_job(image) for image in context.scan.images])
+    tasks += [
+        Task("photo", None, chunk, tuple(images[j.image] for j in chunk))
+        for chunk in _chunks(photos, PHOTO_BATCH)
+    ]
+    for model_plan in context.models:
+        facts, config = model_plan.facts, model_plan.config
+        prefix = estimate.prefix_flops(facts)
+        for kind, jobs, size in (
+            ("predict", model_plan.predict, PREDICT_BATCH),
+            ("image", model_plan.images, IMAGE_BATCH),
+        ):
+            for chunk in _chunks(missing(jobs), size):
+                gflop = len(chunk) * estimate.job_gflop(kind, facts, prefix)
+                tasks.append(
+                    Task(
+                        kind,
+                        config,
+                        chunk,
+                        tuple(images[j.image] for j in chunk),
+                        layers=tuple(layer["name"] for layer in model_plan.layers),
+                        gflop=gflop,
+                    )
+                )
+        steps = estimate.unit_steps(model_plan.params, max_steps)
+        for layer, jobs in model_plan.units.items():
+            chunk = tuple(missing(jobs))
+            if chunk:
+                gflop = len(chunk) * estimate.job_gflop(
+                    "unit", facts, prefix, layer=layer, steps=steps
+                )
+                tasks.append(
+                    Task(
+                        "unit",
+                        config,
+                        chunk,
+                        params=model_plan.params,
+                        gflop=gflop,
+                        max_steps=max_steps,
+                    )
+                )
+    return tasks
+
+
+def exemplar_tasks(model_plan, jobs: Sequence[Job], images: dict[str, DatasetImage]) -> list[Task]:
+    """One task per layer's strongest-photo maps."""
+    prefix = estimate.prefix_flops(model_plan.facts)
+    tasks = []
+    for job in jobs:
+        names = sorted({n for chosen in job.extra["choices"].values() for n in chosen})
+        gflop = estimate.job_gflop(
+            "exemplars", model_plan.facts, prefix, layer=job.layer, images=len(names)
+        )
+        tasks.append(
+            Task(
+                "exemplars", model_plan.config, (job,), tuple(images[n] for n in names), gflop=gflop
+            )
+        )
+    return tasks
+
+
+def execute(
+    task: Task, cache, get_model: Callable[[ModelConfig], object], progress: Callable[[int], None]
+) -> None:
+    """Render one task's jobs into the cache (in this process)."""
+    images = {image.name: image for image in task.images}
+    if task.kind == "photo":
+        from atlas.render_assets import render_photo
+
+        for job in task.jobs:
+            render_photo(images[job.image], cache, job.key, plan.PHOTO_SIDE, plan.THUMB_SIDE)
+            progress(1)
+        return
+    from atlas.render import run
+
+    loaded = get_model(task.model)
+    jobs = list(task.jobs)
+    if task.kind == "predict":
+        run.run_predictions(loaded, jobs, images, cache, progress)
+    elif task.kind == "image":
+        run.run_images(loaded, jobs, images, list(task.layers), cache, progress)
+    elif task.kind == "unit":
+        run.run_units(loaded, jobs, task.params, cache, progress, task.max_steps)
+    elif task.kind == "exemplars":
+        run.run_exemplars(loaded, jobs, images, cache, progress)
+    else:
+        raise ValueError(f"unknown task kind {task.kind!r}")
+
+
+@dataclass
+class LocalRun:
+    """What :func:`run_local` needs from the build."""
+
+    cache: object
+    get_model: Callable[[ModelConfig], object]
+    timer: object
+    count: Callable[[str, int], None]  # kind, jobs rendered
+    progress: bool = True
+    throughput: estimate.Throughput = field(default_factory=lambda: estimate.Throughput({}))
+
+
+def run_local(tasks: Sequence[Task], runner: LocalRun) -> None:
+    """Run tasks here, in order, a progress bar per consecutive model and kind."""
+    for _, group in itertools.groupby(tasks, key=lambda task: task.label):
+        _run_group(list(group), runner)
+
+
+def _run_group(group: list[Task], runner: LocalRun) -> None:
+    from tqdm import tqdm
+
+    total = sum(len(task.jobs) for task in group)
+    bar = tqdm(
+        total=total,
+        desc=group[0].label,
+        unit="",
+        file=sys.stderr,
+        disable=not runner.progress or total == 0,
+        dynamic_ncols=True,
+    )
+    kind = group[0].kind
+
+    def counted(n: int) -> None:
+        bar.update(n)
+        runner.count(kind, n)
+
+    try:
+        for task in group:
+            if task.model is not None:
+                runner.get_model(task.model)  # loading is not rendering throughput
+            with runner.timer.stage(f"render {LABELS[kind]}"):
+                start = time.perf_counter()
+                execute(task, runner.cache, runner.get_model, counted)
+                runner.throughput.record(
+                    kind, time.perf_counter() - start, task.gflop, len(task.jobs)
+                )
+    finally:
+        bar.close()
+
+
+# -- shards ---------------------------------------------------------------------------------
+def _seconds(task: Task, throughput: estimate.Throughput) -> float:
+    return throughput.seconds(task.kind, task.gflop, len(task.jobs))[0]
+
+
+def split(tasks: Sequence[Task], count: int, throughput: estimate.Throughput) -> list[list[Task]]:
+    """``count`` shares of the tasks balanced by estimated seconds: longest task first onto
+    the share with the least work so far (ties: lowest share). Deterministic."""
+    order = sorted(tasks, key=lambda t: (-_seconds(t, throughput), t.name))
+    shares: list[list[Task]] = [[] for _ in range(count)]
+    loads = [0.0] * count
+    for task in order:
+        target = min(range(count), key=lambda i: (loads[i], i))
+        shares[target].append(task)
+        loads[target] += _seconds(task, throughput)
+    return shares
+
+
+def plan_digest(context) -> str:
+    """A digest of every phase-one job of the build: the same plan, the same digest."""
+    digest = hashlib.sha256()
+    everything = phase_one_tasks(context, list, None)
+    for task in everything:
+        for job in task.jobs:
+            digest.update(job.key.encode())
+    return digest.hexdigest()[:24]
+
+
+def shard_share(
+    context, tasks: Sequence[Task], index: int, count: int, throughput: estimate.Throughput
+) -> list[Task]:
+    """The tasks of shard ``index`` (1-based) of ``count``, keeping one split per plan.
+
+    The first shard to get here writes the split of the jobs missing now; later shards
+    read it and take their share's jobs that are still missing.
+
+    Raises:
+        AtlasError: the recorded split cannot be read.
+    """
+    name = f"shards/{plan_digest(context)}-{count}.json"
+    shares = split(tasks, count, throughput)
+    record = json.dumps([[job.key for task in share for job in task.jobs] for share in shares])
+    cache = context.cache
+    if not cache.create_exclusive(name, record.encode()):
+        try:
+            recorded = json.loads(cache.read_aux(name) or b"null")
+            mine = set(recorded[index - 1])
+        except (ValueError, TypeError, IndexError, KeyError):
+            raise AtlasError(
+                f"the shard split {name} in the cache is damaged; remove it and "
+                "start every shard again"
+            ) from None
+        log.info("shard %d/%d: using the split recorded in %s", index, count, name)
+        kept = []
+        for task in tasks:
+            jobs = tuple(job for job in task.jobs if job.key in mine)
+            if jobs:
+                kept.append(_with_jobs(task, jobs))
+        return kept
+    mine = {task.name for task in shares[index - 1]}
+    return [task for task in tasks if task.name in mine]  # in the order a build runs them
+
+
+def _with_jobs(task: Task, jobs: tuple[Job, ...]) -> Task:
+    from dataclasses import replace
+
+    fraction = len(jobs) / len(task.jobs)
+    wanted = {job.image for job in jobs}
+    return replace(
+        task,
+        jobs=jobs,
+        gflop=task.gflop * fraction,
+        images=tuple(i for i in task.images if i.name in wanted) if task.images else (),
+    )

@@ -230,16 +230,17 @@ def _run_group(group: list[Task], runner: LocalRun) -> None:
             with runner.timer.stage(f"render {LABELS[kind]}"):
                 start = time.perf_counter()
                 execute(task, runner.cache, runner.get_model, counted)
-                runner.throughput.record(
-                    kind, time.perf_counter() - start, task.gflop, len(task.jobs)
-                )
+                seconds = time.perf_counter() - start
+                for name in [kind] + ([f"{kind}:{task.model.id}"] if task.model else []):
+                    runner.throughput.record(name, seconds, task.gflop, len(task.jobs))
     finally:
         bar.close()
 
 
 # -- shards ---------------------------------------------------------------------------------
 def _seconds(task: Task, throughput: estimate.Throughput) -> float:
-    return throughput.seconds(task.kind, task.gflop, len(task.jobs))[0]
+    model = task.model.id if task.model is not None else None
+    return throughput.seconds(task.kind, task.gflop, len(task.jobs), model)[0]
 
 
 def split(tasks: Sequence[Task], count: int, throughput: estimate.Throughput) -> list[list[Task]]:

@@ -30,8 +30,18 @@ THROUGHPUT = "throughput.json"  # in the cache: {kind: {"seconds", "gflop", "job
 # Measured on the project's 2-core CPU (default build: MobileNet 0.25, 128 px): used until
 # a build on this machine records its own throughput.
 # (Image maps and exemplars are mostly drawing and PNG encoding there, hence their rates.)
-NOMINAL_SECONDS_PER_GFLOP = {"unit": 0.038, "image": 0.95, "predict": 0.38, "exemplars": 0.4}
-NOMINAL_SECONDS_PER_JOB = {"photo": 0.009, "grid": 0.14, "facts": 2.0}
+# Compute at the rate VGG16 reaches there (250 GFLOP/s, bench/renderers.py) plus a cost
+# per job that small models are bound by (tracing, small kernels, drawing, encoding).
+NOMINAL_GFLOPS = 250.0
+NOMINAL_SECONDS_PER_JOB = {
+    "unit": 0.054,
+    "image": 0.118,
+    "predict": 0.011,
+    "exemplars": 0.7,
+    "photo": 0.009,
+    "grid": 0.14,
+    "facts": 2.0,
+}
 # Nominal file bytes (WebP/PNG/JPEG at atlas' encodings), from the default site.
 UNIT_BYTES_PER_PIXEL = 3600 / 96**2  # a 96-px lucid picture: ~3.6 KB at WebP 70
 ACTIVATION_GRID_BYTES = 5000  # one activation grid of an image, 160 px, WebP 40
@@ -177,16 +187,19 @@ class Throughput:
             result.record(kind, record["seconds"], record["gflop"], int(record["jobs"]))
         return result
 
-    def seconds(self, kind: str, gflop: float, jobs: int) -> tuple[float, bool]:
-        """(estimated seconds, measured?) for ``jobs`` of a kind totalling ``gflop``."""
-        record = self.kinds.get(kind)
-        if record and gflop > 0 and record["gflop"] > 0:
-            return gflop * record["seconds"] / record["gflop"], True
-        if record and gflop <= 0 and record["jobs"] > 0:
-            return jobs * record["seconds"] / record["jobs"], True
-        if gflop > 0 and kind in NOMINAL_SECONDS_PER_GFLOP:
-            return gflop * NOMINAL_SECONDS_PER_GFLOP[kind], False
-        return jobs * NOMINAL_SECONDS_PER_JOB.get(kind, 0.05), False
+    def seconds(
+        self, kind: str, gflop: float, jobs: int, model: str | None = None
+    ) -> tuple[float, bool]:
+        """(estimated seconds, measured?) for ``jobs`` of a kind totalling ``gflop``: from
+        this model's record of the kind, else the kind's, else nominal rates."""
+        for name in ([f"{kind}:{model}"] if model else []) + [kind]:
+            record = self.kinds.get(name)
+            if record and gflop > 0 and record["gflop"] > 0:
+                return gflop * record["seconds"] / record["gflop"], True
+            if record and gflop <= 0 and record["jobs"] > 0:
+                return jobs * record["seconds"] / record["jobs"], True
+        nominal = gflop / NOMINAL_GFLOPS + jobs * NOMINAL_SECONDS_PER_JOB.get(kind, 0.05)
+        return nominal, False
 
 
 # -- one row per model and kind -------------------------------------------------------------
@@ -260,7 +273,7 @@ def make_row(
     for have, guess in zip(cached_bytes, nominal, strict=True):
         site += have if have is not None else (average if average is not None else guess)
     missing = sum(b is None for b in cached_bytes)
-    seconds, measured = throughput.seconds(kind, gflop_missing, missing)
+    seconds, measured = throughput.seconds(kind, gflop_missing, missing, model)
     return Row(
         model=model,
         kind=kind,

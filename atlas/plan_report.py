@@ -46,7 +46,7 @@ def rows(
         row = estimate.make_row(model, kind, have, nominal, missing_gflop, throughput)
         if force:  # everything is rendered again; sizes still come from the cache
             row.cached = 0
-            row.seconds, row.measured = throughput.seconds(kind, missing_gflop, row.jobs)
+            row.seconds, row.measured = throughput.seconds(kind, missing_gflop, row.jobs, model)
         result.append(row)
 
     units_total = layers_total = detailed_layers = 0

@@ -26,8 +26,13 @@ LEDGER = "build.html"
 
 
 def atlas(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "atlas", *args], capture_output=True,
-                          text=True, env=ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "atlas", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+    )
 
 
 def without_ledger(files: dict) -> dict:
@@ -35,10 +40,19 @@ def without_ledger(files: dict) -> dict:
 
 
 # -- pure parts -----------------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "expected"), [
-    ("500MB", 500 * 10**6), ("1GB", 10**9), ("1.5 GB", 15 * 10**8), ("2KiB", 2048),
-    ("123", 123), (4096, 4096), ("10kB", 10**4), ("1 gib", 2**30),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("500MB", 500 * 10**6),
+        ("1GB", 10**9),
+        ("1.5 GB", 15 * 10**8),
+        ("2KiB", 2048),
+        ("123", 123),
+        (4096, 4096),
+        ("10kB", 10**4),
+        ("1 gib", 2**30),
+    ],
+)
 def test_parse_size(text, expected):
     assert estimate.parse_size(text) == expected
 
@@ -61,7 +75,8 @@ def test_flops_of_a_conv_by_hand():
     assert prefix["relu"] == prefix["conv"] + 4096
     facts = {"input_size": [32, 32], "layers": layers}
     assert estimate.job_gflop("unit", facts, prefix, layer="conv", steps=10) == pytest.approx(
-        30 * prefix["conv"] / 1e9)
+        30 * prefix["conv"] / 1e9
+    )
     # fully convolutional: spatial sizes from the planned input size
     free = {"name": "c", "output_shape": [None, None, None, 8], "params": 10}
     assert estimate.layer_flops(free, (16, 16)) == 2 * 10 * 256
@@ -69,7 +84,8 @@ def test_flops_of_a_conv_by_hand():
 
 def test_throughput_record_and_estimate():
     throughput = estimate.Throughput.from_json("not json")
-    assert throughput.seconds("unit", 10.0, 5) == (10.0 * 0.038, False)
+    nominal = 10.0 / estimate.NOMINAL_GFLOPS + 5 * estimate.NOMINAL_SECONDS_PER_JOB["unit"]
+    assert throughput.seconds("unit", 10.0, 5) == (pytest.approx(nominal), False)
     throughput.record("unit", seconds=8.0, gflop=4.0, jobs=4)
     assert throughput.seconds("unit", 10.0, 5) == (20.0, True)
     throughput.record("photo", seconds=1.0, gflop=0.0, jobs=10)
@@ -80,6 +96,9 @@ def test_throughput_record_and_estimate():
     newer.record("unit", seconds=2.0, gflop=4.0, jobs=4)
     combined = throughput.updated(newer)  # the old record weighs half: (4 + 2) / (2 + 4)
     assert combined.seconds("unit", 6.0, 1) == (6.0, True)
+    combined.record("unit:vgg", seconds=10.0, gflop=1.0, jobs=1)  # a model's own record first
+    assert combined.seconds("unit", 2.0, 1, "vgg") == (20.0, True)
+    assert combined.seconds("unit", 2.0, 1, "other") == (2.0, True)
 
 
 def _task(name: str, gflop: float) -> distribute.Task:
@@ -115,11 +134,18 @@ def test_plan_counts_jobs_then_cached_without_tensorflow(small_config, tmp_path)
     assert all(r["cached"] == 0 for r in cold["rows"])
     assert rows[("tiny", "unit")]["gflop"] > 0 and cold["fits"]
     report = build(config, OPTIONS)
-    code = ("import json, sys; from atlas.plan_report import run_plan; "
-            "d = json.loads(run_plan(sys.argv[1], as_json=True)); "
-            "print(json.dumps([d, 'tensorflow' in sys.modules]))")
-    done = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True,
-                          text=True, env=ENV, timeout=120)
+    code = (
+        "import json, sys; from atlas.plan_report import run_plan; "
+        "d = json.loads(run_plan(sys.argv[1], as_json=True)); "
+        "print(json.dumps([d, 'tensorflow' in sys.modules]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(config)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     warm, tensorflow = json.loads(done.stdout)
     assert not tensorflow
     assert all(r["cached"] == r["jobs"] and r["gflop"] == 0 for r in warm["rows"])
@@ -162,10 +188,28 @@ def test_two_shards_then_assembly_equal_one_build(project_factory, tmp_path):
     one = project_factory(tmp_path / "one", images=4)
     single = build(one, OPTIONS)
     sharded = project_factory(tmp_path / "sharded", images=4)
-    shards = [subprocess.Popen([sys.executable, "-m", "atlas", "build", "-c", str(sharded),
-                                "--no-progress", "--max-steps", "2", "--shard", f"{i}/2"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=ENV) for i in (1, 2)]
+    shards = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "atlas",
+                "build",
+                "-c",
+                str(sharded),
+                "--no-progress",
+                "--max-steps",
+                "2",
+                "--shard",
+                f"{i}/2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        for i in (1, 2)
+    ]
     outputs = [process.communicate(timeout=300) for process in shards]
     assert [p.returncode for p in shards] == [0, 0], outputs
     assert all("no site written" in out for out, _ in outputs)
@@ -176,8 +220,7 @@ def test_two_shards_then_assembly_equal_one_build(project_factory, tmp_path):
     assembled = build(sharded, OPTIONS)
     assert assembled.rendered.get("unit", 0) == 0
     assert set(assembled.rendered) <= {"exemplars", "grid"}
-    assert without_ledger(files_of(assembled.output)) == without_ledger(
-        files_of(single.output))
+    assert without_ledger(files_of(assembled.output)) == without_ledger(files_of(single.output))
 
 
 @pytest.mark.slow

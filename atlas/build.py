@@ -25,7 +25,8 @@ from atlas.breeds import BreedMap, load_breeds, load_class_index
 from atlas.cache import Cache, open_cache
 from atlas.config import Config, ModelConfig, load_config
 from atlas.dataset import DatasetImage, DatasetScan, scan_dataset
-from atlas.errors import AtlasError
+from atlas.errors import AtlasError, ConfigError, ModelError
+from atlas.labels import LabelSpace, count_problem, label_space
 from atlas.plan import Job
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,17 @@ class ModelPlan:
     units: dict[str, list[Job]] = field(default_factory=dict)
     grids: dict[str, Job] = field(default_factory=dict)
     exemplars: dict[str, Job] = field(default_factory=dict)
+    space: LabelSpace | None = None  # the model's classes; None: a feature extractor
 
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.facts["input_size"])
+
+    @property
+    def evaluation(self) -> str:
+        """Which photos the accuracy is computed on."""
+        trained = self.config.trained_on
+        return "all photos" if trained == "none" else f"photos outside the {trained} split"
 
 
 @dataclass
@@ -173,8 +181,7 @@ def prepare(config: Config, cache: Cache, options: BuildOptions, timer: StageTim
                            models=[], cache=cache, timer=timer)
     with timer.stage("plan"):
         for model in config.models:
-            context.models.append(_plan_model(config, model, scan, detailed, breeds, cache,
-                                              models, options, context))
+            context.models.append(_plan_model(config, model, context, models, options))
     return context, models
 
 
@@ -294,43 +301,75 @@ def _count(context: BuildContext, kind: str, rendered: bool, n: int = 1) -> None
     target[kind] = target.get(kind, 0) + n
 
 
-def _plan_model(config: Config, model: ModelConfig, scan: DatasetScan,
-                detailed: list[DatasetImage], breeds: BreedMap, cache: Cache, models: _Models,
-                options: BuildOptions, context: BuildContext) -> ModelPlan:
+def _plan_model(config: Config, model: ModelConfig, context: BuildContext, models: _Models,
+                options: BuildOptions) -> ModelPlan:
+    """One model's jobs: its facts (cached or from the loaded model), the checks that need
+    them (layer patterns, classes), then every job with its key."""
+    index = config.models.index(model)
     identity = plan.model_identity(model)
-    job = plan.facts_job(model, identity)
-    entry = None if options.force else cache.get(job.key)
-    if entry is None:
-        from atlas.render.run import model_facts
-
-        entry = cache.put(job.key, model_facts(models.get(model)))
-        _count(context, "facts", True)
-    facts = entry.meta
+    facts, cached = _model_facts(model, identity, context, models, options)
     conv = [layer for layer in facts["layers"] if layer["is_conv"]]
     names = [layer["name"] for layer in conv]
-    key = f"models[{config.models.index(model)}]"
-    checks.report(checks.layer_patterns(key, model, names), config.path)
+    checks.report(checks.layer_patterns(f"models[{index}]", model, names), config.path)
     selected = set(plan.select_layers(names, model.layers))
     chosen = [layer for layer in conv if layer["name"] in selected]
+    space = _label_space(config, index, model, facts, context, cached)
     size = tuple(facts["input_size"])
-    result = ModelPlan(config=model, identity=identity, facts=facts, layers=chosen)
-    result.predict = [plan.predict_job(model, identity, image, size) for image in scan.images]
+    result = ModelPlan(config=model, identity=identity, facts=facts, layers=chosen, space=space)
+    if space is not None:
+        result.predict = [plan.predict_job(model, identity, image, size)
+                          for image in context.scan.images]
     layer_names = [layer["name"] for layer in chosen]
-    for image in detailed:
-        breed = breeds.breeds.get(image.breed)
-        second = breed.class_indices[0] if breed is not None and breed.mapped else -1
-        result.images.append(plan.image_job(model, identity, image, layer_names, second, size))
+    for image in context.detailed:
+        second = space.true_class(image.breed, image.species) if space is not None else -1
+        result.images.append(plan.image_job(model, identity, image, layer_names, second, size,
+                                            gradcam=space is not None))
     limit = model.render.units_per_layer
-    params = plan.unit_params(model, config.models.index(model), size)
-    result.params = params
+    result.params = plan.unit_params(model, index, size)
     for layer in chosen:
         count = layer["channels"] if limit is None else min(limit, layer["channels"])
         result.units[layer["name"]] = [
-            plan.unit_job(model, identity, layer["name"], unit, size, params)
-            for unit in range(count)]
+            plan.unit_job(model, layer, unit, result.params) for unit in range(count)]
         result.grids[layer["name"]] = plan.grid_job(
             model, layer["name"], [job.key for job in result.units[layer["name"]]])
     return result
+
+
+def _model_facts(model: ModelConfig, identity: dict, context: BuildContext, models: _Models,
+                 options: BuildOptions) -> tuple[dict, bool]:
+    """The model's facts and whether they came from the cache (no model was loaded)."""
+    job = plan.facts_job(model, identity)
+    entry = None if options.force else context.cache.get(job.key)
+    if entry is not None:
+        _count(context, "facts", False)
+        return entry.meta, True
+    from atlas.render.run import model_facts
+
+    entry = context.cache.put(job.key, model_facts(models.get(model)))
+    _count(context, "facts", True)
+    return entry.meta, False
+
+
+def _label_space(config: Config, index: int, model: ModelConfig, facts: dict,
+                 context: BuildContext, cached: bool) -> LabelSpace | None:
+    """The model's label space, checked against its outputs before anything is rendered.
+
+    Raises:
+        ConfigError: (exit 2) the labels do not fit, known from the config and cached facts.
+        ModelError: (exit 1) the same, found only by loading the model.
+    """
+    key = f"models[{index}].classes"
+    try:
+        space = label_space(model.classes, facts["classes"], context.breeds,
+                            config.dataset.annotations)
+    except AtlasError as error:
+        raise ConfigError([(key, str(error))], source=str(config.path)) from None
+    problem = count_problem(model.id, model.classes, facts["classes"], space)
+    if problem is None:
+        return space
+    if cached:
+        raise ConfigError([(key, problem)], source=str(config.path))
+    raise ModelError(f"{config.path.name}: {key}: {problem}")
 
 
 def _missing(jobs: list[Job], cache: Cache, force: bool) -> list[Job]:
@@ -353,8 +392,8 @@ def _exemplar_jobs(model_plan: ModelPlan, context: BuildContext,
         units = len(model_plan.units[layer["name"]])
         per_image = {name: entry.meta["channel_max"][index] for name, entry in stats.items()}
         choices = plan.strongest_images(per_image, units, plan.EXEMPLARS)
-        job = plan.exemplars_job(model_plan.config, model_plan.identity, layer["name"],
-                                 model_plan.input_size, choices, digests)
+        job = plan.exemplars_job(model_plan.config, layer, model_plan.input_size, choices,
+                                 digests)
         model_plan.exemplars[layer["name"]] = job
         jobs.append(job)
     return missing(jobs) if missing is not None else jobs

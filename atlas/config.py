@@ -32,6 +32,9 @@ APPLICATIONS = (
     "EfficientNetB2", "EfficientNetB3", "EfficientNetV2B0", "ConvNeXtTiny",
 )
 METHODS = ("lucid", "classic")
+CLASS_SPACES = ("imagenet", "breeds", "species", "none")
+SPLITS = ("trainval", "test", "none")
+READ_AT = ("activation", "conv")
 # How a model from a file wants its [0, 255] pixels (keras.applications.imagenet_utils modes).
 PREPROCESS_MODES = ("none", "tf", "caffe", "torch")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -81,6 +84,9 @@ class ModelConfig:
     layers: tuple[str, ...] | None  # None: every conv layer
     notes: Path | None
     render: RenderSettings
+    classes: str | Path | None = None  # imagenet | breeds | species | none | a labels file
+    trained_on: str = "none"  # trainval | test | none: accuracy uses the other split
+    read_at: str = "activation"  # activation | conv: which tensor a conv's units are read at
 
 
 @dataclass(frozen=True)
@@ -354,7 +360,8 @@ def _models(check: Checker, value: Any, render: RenderSettings) -> tuple[ModelCo
 
 def _model(check: Checker, item: Any, path: str, render: RenderSettings) -> ModelConfig | None:
     data = check.mapping(item, path, ("id", "title", "application", "file", "options", "weights",
-                                      "sha256", "layers", "notes", "render"))
+                                      "sha256", "layers", "notes", "render", "classes",
+                                      "trained_on", "read_at"))
     if not data:
         if item is not None and not isinstance(item, dict):
             return None
@@ -389,6 +396,10 @@ def _model(check: Checker, item: Any, path: str, render: RenderSettings) -> Mode
                 isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
             check.problem(f"{path}.options.input_shape", f"expected [height, width, 3], got "
                           f"{shape!r}")
+        elif shape[0] != shape[1]:
+            check.problem(f"{path}.options.input_shape", f"{shape[0]}x{shape[1]} is not square: "
+                          "atlas renders square pictures; use e.g. "
+                          f"[{max(shape[:2])}, {max(shape[:2])}, 3]")
         else:
             options = {**options, "input_shape": tuple(shape)}
     if "application" in data and "file" not in data and "preprocess" in options:
@@ -429,6 +440,9 @@ def _model(check: Checker, item: Any, path: str, render: RenderSettings) -> Mode
                       f"patterns, got {layers!r}")
         patterns = None
     return ModelConfig(
+        classes=_classes(check, data, path),
+        trained_on=_choice(check, data, "trained_on", path, SPLITS, "none"),
+        read_at=_choice(check, data, "read_at", path, READ_AT, "activation"),
         id=model_id,
         title=check.typed(data, "title", path, str, model_id),
         application=application,
@@ -440,6 +454,33 @@ def _model(check: Checker, item: Any, path: str, render: RenderSettings) -> Mode
         notes=check.path(data, "notes", path),
         render=_render(check, data.get("render"), f"{path}.render", render),
     )
+
+
+def _choice(check: Checker, data: dict, key: str, path: str, choices: tuple[str, ...],
+            default: str) -> str:
+    value = check.typed(data, key, path, str, default)
+    if value not in choices:
+        hint = difflib.get_close_matches(str(value), choices, n=1)
+        check.problem(f"{path}.{key}", f"expected one of: {', '.join(choices)}; got {value!r}"
+                      + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        return default
+    return value
+
+
+def _classes(check: Checker, data: dict, path: str) -> str | Path | None:
+    """``imagenet``, ``breeds``, ``species``, ``none`` or a labels file (one per line)."""
+    value = check.typed(data, "classes", path, str, None)
+    if value is None or value in CLASS_SPACES:
+        return value
+    resolved = check.resolve(value, f"{path}.classes")
+    found, folder, _ = lookup(resolved) if resolved else (False, False, None)
+    if resolved is not None and found and not folder:
+        return resolved
+    hint = difflib.get_close_matches(value, CLASS_SPACES, n=1)
+    check.problem(f"{path}.classes", f"expected one of: {', '.join(CLASS_SPACES)} or a labels "
+                  f"file (one label per line, in output order); {value!r} is neither"
+                  + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return None
 
 
 def fetch_folder(path: Path | str) -> Path:

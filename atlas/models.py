@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from atlas._tensorflow import keras
+from atlas.address import preprocess_affine
 from atlas.config import ModelConfig
 from atlas.errors import ModelError
-from atlas.graph import FlatGraph, flatten_model
+from atlas.graph import FlatGraph, GraphError, flatten_model
 from atlas.images import file_digest
 from atlas.plan import select_layers
 
@@ -38,6 +39,15 @@ APPLICATION_MODULES: dict[str, tuple[str, int]] = {
     "ConvNeXtTiny": ("convnext", 224),
 }
 PREPROCESS_MODES = ("none", "tf", "caffe", "torch")
+# What each submodule's preprocess_input computes, as an imagenet_utils mode: the content
+# address of a unit folds it into one affine map (tests check each against the function).
+MODULE_MODES: dict[str, str] = {
+    "vgg16": "caffe", "vgg19": "caffe", "resnet": "caffe", "densenet": "torch",
+    "mobilenet": "tf", "mobilenet_v2": "tf", "inception_v3": "tf", "inception_resnet_v2": "tf",
+    "xception": "tf", "nasnet": "tf", "resnet_v2": "tf",
+    # these models rescale inside their own graph; preprocess_input passes pixels through
+    "mobilenet_v3": "none", "efficientnet": "none", "efficientnet_v2": "none", "convnext": "none",
+}
 
 
 @dataclass
@@ -50,7 +60,7 @@ class LoadedModel:
         graph: the flattened graph: any layer's output as a model output.
         preprocess: raw RGB pixels in [0, 255] (float tensor) -> the model's input.
         input_size: (height, width) the images are resized to.
-        random_weights: True when the weights are random (``weights: none``).
+        random_weights: True when an application's weights are random (``weights: none``).
     """
 
     config: ModelConfig
@@ -62,21 +72,34 @@ class LoadedModel:
     _free_graph: FlatGraph | None = None
 
     def feature_model(self, layer: str) -> keras.Model:
-        """A model from the input to one layer, taking any image size where it can.
+        """A model from the input to a conv layer's unit tensor, any image size if it can.
 
         Filter visualization renders pictures smaller than the input (and the classic
         recipe grows them); a fully-convolutional model lets the picture be fed as is.
         """
+        tensor = self.graph.unit_tensor(layer)
         if self._free_graph is None:
-            self._free_graph = flatten_model(self.keras_model, free_size=True)
-        if layer in self._free_graph.tensors:
-            return self._free_graph.submodel([layer])
-        return self.graph.submodel([layer])
+            self._free_graph = flatten_model(self.keras_model, free_size=True,
+                                             read_at=self.config.read_at)
+        if tensor in self._free_graph.tensors:
+            return self._free_graph.submodel([tensor])
+        return self.graph.submodel([tensor])
+
+    def unit_tensors(self, layers: Sequence[str]) -> list[str]:
+        """The tensors the units of these conv layers are read at."""
+        return [self.graph.unit_tensor(layer) for layer in layers]
 
     def conv_layers(self) -> list:
         names = [layer.name for layer in self.graph.conv_layers]
         chosen = set(select_layers(names, self.config.layers))
         return [layer for layer in self.graph.conv_layers if layer.name in chosen]
+
+
+def preprocess_mode(config: ModelConfig) -> str:
+    """The imagenet_utils mode of the model's preprocessing (``none`` for in-graph)."""
+    if config.application is not None:
+        return MODULE_MODES[APPLICATION_MODULES[config.application][0]]
+    return config.options.get("preprocess", "none")
 
 
 def _preprocess_for(config: ModelConfig) -> Callable:
@@ -170,20 +193,32 @@ def _load_file(config: ModelConfig) -> keras.Model:
 def load_model(config: ModelConfig) -> LoadedModel:
     """Build (or load) one configured model and flatten its graph.
 
+    Layer names are made independent of what was built before in this process (Keras
+    numbers unnamed layers with process-wide counters), so facts and keys are the same
+    whatever the config lists before this model.
+
     Raises:
-        ModelError: unknown options, unreadable or mismatched weights, offline download.
+        ModelError: unknown options, unreadable or mismatched weights, offline download,
+            a graph atlas cannot walk, a fixed input that is not square.
     """
+    keras.src.utils.naming.reset_uids()
     if config.application is not None:
         keras_model = _build_application(config)
     else:
         keras_model = _load_file(config)
+    try:
+        graph = flatten_model(keras_model, read_at=config.read_at,
+                              preprocess=preprocess_affine(preprocess_mode(config)))
+    except GraphError as error:
+        raise ModelError(f"model {config.id!r}: {error}") from None
     shape = keras_model.inputs[0].shape
-    if len(shape) != 4 or shape[-1] != 3:
-        raise ModelError(f"model {config.id!r}: expected an image input (height, width, 3), "
-                         f"got {tuple(shape[1:])}")
+    if shape[1] is not None and shape[2] is not None and shape[1] != shape[2]:
+        raise ModelError(
+            f"model {config.id!r}: its input is {shape[1]}x{shape[2]} pixels; atlas renders "
+            "square pictures: use a square input_shape (e.g. [160, 160, 3]) or a model built "
+            "on (None, None, 3)")
     default = APPLICATION_MODULES.get(config.application or "", ("", 224))[1]
     input_size = (int(shape[1] or default), int(shape[2] or default))
-    graph = flatten_model(keras_model)
     if not graph.conv_layers:
         raise ModelError(f"model {config.id!r}: the model has no convolution layers")
     return LoadedModel(
@@ -192,5 +227,5 @@ def load_model(config: ModelConfig) -> LoadedModel:
         graph=graph,
         preprocess=_preprocess_for(config),
         input_size=input_size,
-        random_weights=config.weights == "none",
+        random_weights=config.application is not None and config.weights == "none",
     )

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import markdown
 
-from atlas import __version__
+from atlas import __version__, plan
+from atlas.charts import confusion_svg
 from atlas.dataset import breed_title
 from atlas.metrics import Prediction, is_breed_correct, pets_metrics
 from atlas.plan import PHOTO_SIDE, photo_job
@@ -96,6 +97,17 @@ class LayerView:
     dead: int
     median_ratio: float | None
     index: int
+    # other configured models' layers with the same units (same address) or the same name
+    # but other units (a fine-tune changed them): [{"model", "title", "path", "same"}]
+    twins: list[dict] = field(default_factory=list)
+
+    @property
+    def read_at(self) -> str:
+        """Which tensor the units come from, in words."""
+        ops = self.facts.get("read_ops") or []
+        if not ops:
+            return f"{self.name} (the convolution's own output)"
+        return f"{self.facts['read_at']} (after {' + '.join(ops)})"
 
 
 @dataclass
@@ -117,6 +129,19 @@ class ModelView:
     picture_layer: str
     gradcam_alpha: float = 0.4
     confusions: list[dict] = field(default_factory=list)
+    space: object = None  # the model's LabelSpace; None: no classification head
+    evaluation: str = "all photos"
+    evaluated: int = 0  # how many photos the accuracy rests on
+    matrix_svg: str | None = None
+    config_read_at: str = "activation"
+    trained_on: str = "none"
+    twin_summary: list[dict] = field(default_factory=list)
+    predictions: dict = field(default_factory=dict)  # image name -> Prediction
+    evaluated_names: frozenset = frozenset()
+
+    @property
+    def has_classes(self) -> bool:
+        return self.space is not None
 
     @property
     def detailed_images(self) -> list[ImageView]:
@@ -148,13 +173,8 @@ def _median(values: list[float]) -> float | None:
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
-def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) -> ModelView:
-    cache, breeds = context.cache, context.breeds
-    config = model_plan.config
-    base = f"models/{slugs(config.id)}"
-    images = {image.name: image for image in context.scan.images}
-    detailed_names = {image.name for image in context.detailed}
-    image_entries = {job.image: cache.get(job.key) for job in model_plan.images}
+def _peak_means(image_entries: dict) -> dict[int, list[float]]:
+    """Per layer, each unit's highest spatial-mean activation over the detailed photos."""
     peak_mean: dict[int, list[float]] = {}
     for entry in image_entries.values():
         if entry is None:
@@ -162,134 +182,143 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
         for index, means in enumerate(entry.meta["channel_mean"]):
             current = peak_mean.setdefault(index, list(means))
             peak_mean[index] = [max(a, b) for a, b in zip(current, means, strict=True)]
-    image_slugs = Slugs()
-    image_paths = {name: f"{base}/images/{image_slugs(name)}.html" for name in images}
+    return peak_mean
+
+
+def _unit_view(job, entry, exemplars, peak: list[float], path: str, assets: Assets,
+               image_paths: dict, photos: dict) -> UnitView:
+    meta = entry.meta if entry else {}
+    own = meta.get("own_activation")
+    ratio = None
+    if own is not None and job.unit < len(peak) and peak[job.unit] > 0 and not meta.get("dead"):
+        ratio = own / peak[job.unit]
+    return UnitView(
+        index=job.unit,
+        path=path,
+        picture=assets.publish(entry, "unit.webp"),
+        objective=meta.get("objective"),
+        dead=bool(meta.get("dead")),
+        ratio=ratio,
+        steps=int(meta.get("steps", 0)),
+        seconds=float(meta.get("seconds", 0.0)),
+        exemplars=_exemplars(exemplars, job.unit, assets, image_paths, photos),
+    )
+
+
+def _layer_views(model_plan, cache, base: str, assets: Assets, image_paths: dict,
+                 photos: dict, peak_mean: dict[int, list[float]]) -> list[LayerView]:
     layer_slugs = Slugs()
     layers = []
     for index, layer in enumerate(model_plan.layers):
         name = layer["name"]
         slug = layer_slugs(name)
-        path = f"{base}/layers/{slug}/index.html"
         exemplar_job = model_plan.exemplars.get(name)
         exemplars = cache.get(exemplar_job.key) if exemplar_job else None
-        units = []
-        for job in model_plan.units[name]:
-            entry = cache.get(job.key)
-            meta = entry.meta if entry else {}
-            peak = peak_mean.get(index, [])
-            own = meta.get("own_activation")
-            ratio = None
-            if (
-                own is not None
-                and job.unit < len(peak)
-                and peak[job.unit] > 0
-                and not meta.get("dead")
-            ):
-                ratio = own / peak[job.unit]
-            units.append(
-                UnitView(
-                    index=job.unit,
-                    path=f"{base}/layers/{slug}/units/{job.unit}.html",
-                    picture=assets.publish(entry, "unit.webp"),
-                    objective=meta.get("objective"),
-                    dead=bool(meta.get("dead")),
-                    ratio=ratio,
-                    steps=int(meta.get("steps", 0)),
-                    seconds=float(meta.get("seconds", 0.0)),
-                    exemplars=_exemplars(exemplars, job.unit, assets, image_paths, photos),
-                )
-            )
+        units = [
+            _unit_view(job, cache.get(job.key), exemplars, peak_mean.get(index, []),
+                       f"{base}/layers/{slug}/units/{job.unit}.html", assets, image_paths,
+                       photos)
+            for job in model_plan.units[name]
+        ]
         grid = cache.get(model_plan.grids[name].key)
-        ratios = [u.ratio for u in units if u.ratio is not None]
-        layers.append(
-            LayerView(
-                name=name,
-                slug=slug,
-                path=path,
-                facts=layer,
-                units=units,
-                best=assets.publish(grid, "best.webp"),
-                best_size=assets.size(grid, "best.webp"),
-                all=assets.publish(grid, "all.webp"),
-                seconds=sum(u.seconds for u in units),
-                dead=sum(u.dead for u in units),
-                median_ratio=_median(ratios),
-                index=index,
-            )
-        )
-    predictions, views = [], []
+        layers.append(LayerView(
+            name=name, slug=slug, path=f"{base}/layers/{slug}/index.html", facts=layer,
+            units=units, best=assets.publish(grid, "best.webp"),
+            best_size=assets.size(grid, "best.webp"), all=assets.publish(grid, "all.webp"),
+            seconds=sum(u.seconds for u in units), dead=sum(u.dead for u in units),
+            median_ratio=_median([u.ratio for u in units if u.ratio is not None]), index=index,
+        ))
+    return layers
+
+
+def _class_views(prediction: Prediction, space, top_k: int) -> list[ClassView]:
+    wanted = space.breed_classes(prediction.breed)
+    return [
+        ClassView(index=i, label=space.label(i), probability=p,
+                  correct=(i in wanted) if wanted else None)
+        for i, p in zip(prediction.top[:top_k], prediction.probabilities[:top_k], strict=True)
+    ]
+
+
+def _image_view(image, prediction: Prediction | None, model_plan, context, path: str,
+                photos: dict, detailed: bool) -> ImageView:
+    space, breeds = model_plan.space, context.breeds
+    breed = breeds.breeds.get(image.breed)
+    top = _class_views(prediction, space, model_plan.config.render.top_k) if prediction else []
+    return ImageView(
+        name=image.name, path=path, photo=photos[image.name]["photo"],
+        thumb=photos[image.name]["thumb"], size=photos[image.name]["size"], breed=image.breed,
+        breed_title=breed.title if breed else breed_title(image.breed), species=image.species,
+        split=image.split, top=top,
+        top1_correct=is_breed_correct(prediction, space, 1) if prediction else None,
+        top5_correct=is_breed_correct(prediction, space, 5) if prediction else None,
+        detailed=detailed,
+    )
+
+
+def _add_image_layers(view: ImageView, entry, layers: list[LayerView], space,
+                      assets: Assets) -> None:
+    classes = entry.meta["cam_classes"]
+    if classes and space is not None:
+        view.cam_class = space.label(classes[0])
+        view.cam_true_class = space.label(classes[1]) if len(classes) > 1 else None
+    for layer_view in layers:
+        i = layer_view.index
+        view.layers.append(ImageLayerView(
+            layer=layer_view.name, layer_path=layer_view.path,
+            activation=assets.publish(entry, f"act_{i}.webp"),
+            heat=assets.publish(entry, f"raw0_{i}.png"),
+            heat_true=assets.publish(entry, f"raw1_{i}.png"),
+            shape=tuple(entry.meta["shapes"][i]),
+        ))
+
+
+def _predictions(model_plan, context) -> dict[str, Prediction]:
+    images = {image.name: image for image in context.scan.images}
+    found = {}
     for job in model_plan.predict:
-        entry = cache.get(job.key)
+        entry = context.cache.get(job.key)
         if entry is None:
             continue
         image = images[job.image]
-        prediction = Prediction(
-            image=image.name,
-            breed=image.breed,
-            species=image.species,
-            top=tuple(entry.meta["top"]),
-            probabilities=tuple(entry.meta["probabilities"]),
-        )
-        predictions.append(prediction)
-        breed = breeds.breeds.get(image.breed)
-        top = [
-            ClassView(
-                index=i,
-                label=breeds.label(i),
-                probability=p,
-                correct=(i in breed.class_indices) if breed and breed.mapped else None,
-            )
-            for i, p in zip(
-                prediction.top[: config.render.top_k],
-                prediction.probabilities[: config.render.top_k],
-                strict=True,
-            )
-        ]
-        view = ImageView(
-            name=image.name,
-            path=image_paths[image.name],
-            photo=photos[image.name]["photo"],
-            thumb=photos[image.name]["thumb"],
-            size=photos[image.name]["size"],
-            breed=image.breed,
-            breed_title=breed.title if breed else breed_title(image.breed),
-            species=image.species,
-            split=image.split,
-            top=top,
-            top1_correct=is_breed_correct(prediction, breeds, 1),
-            top5_correct=is_breed_correct(prediction, breeds, 5),
-            detailed=image.name in detailed_names,
-        )
+        found[image.name] = Prediction(
+            image=image.name, breed=image.breed, species=image.species,
+            top=tuple(entry.meta["top"]), probabilities=tuple(entry.meta["probabilities"]))
+    return found
+
+
+def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) -> ModelView:
+    cache, config = context.cache, model_plan.config
+    base = f"models/{slugs(config.id)}"
+    image_slugs = Slugs()
+    image_paths = {image.name: f"{base}/images/{image_slugs(image.name)}.html"
+                   for image in context.scan.images}
+    image_entries = {job.image: cache.get(job.key) for job in model_plan.images}
+    layers = _layer_views(model_plan, cache, base, assets, image_paths, photos,
+                          _peak_means(image_entries))
+    predictions = _predictions(model_plan, context)
+    views, detailed = [], {image.name for image in context.detailed}
+    for image in context.scan.images:
+        prediction = predictions.get(image.name)
         entry = image_entries.get(image.name)
+        if prediction is None and entry is None:
+            continue
+        view = _image_view(image, prediction, model_plan, context, image_paths[image.name],
+                           photos, image.name in detailed)
         if entry is not None:
-            classes = entry.meta["cam_classes"]
-            view.cam_class = breeds.label(classes[0])
-            view.cam_true_class = breeds.label(classes[1]) if len(classes) > 1 else None
-            for layer_view in layers:
-                i = layer_view.index
-                view.layers.append(
-                    ImageLayerView(
-                        layer=layer_view.name,
-                        layer_path=layer_view.path,
-                        activation=assets.publish(entry, f"act_{i}.webp"),
-                        heat=assets.publish(entry, f"raw0_{i}.png"),
-                        heat_true=assets.publish(entry, f"raw1_{i}.png"),
-                        shape=tuple(entry.meta["shapes"][i]),
-                    )
-                )
+            _add_image_layers(view, entry, layers, model_plan.space, assets)
         views.append(view)
+    evaluated = {image.name for image in plan.evaluation_images(context.scan.images,
+                                                                 config.trained_on)}
+    scored = [p for name, p in predictions.items() if name in evaluated]
+    metrics = (pets_metrics(scored, model_plan.space, context.breeds)
+               if model_plan.space is not None else None)
     # Three quarters deep: past edges and textures, before the 1x1 class logits.
     pictured = [layer for layer in layers if layer.best]
     shown = pictured[(3 * len(pictured)) // 4] if pictured else None
     return ModelView(
-        id=config.id,
-        title=config.title,
-        path=f"{base}/index.html",
-        facts=model_plan.facts,
-        layers=layers,
-        images=views,
-        metrics=pets_metrics(predictions, breeds),
-        notes=_markdown(config.notes),
+        id=config.id, title=config.title, path=f"{base}/index.html", facts=model_plan.facts,
+        layers=layers, images=views, metrics=metrics, notes=_markdown(config.notes),
         random_weights=model_plan.facts["random_weights"],
         units=sum(len(layer.units) for layer in layers),
         seconds=sum(layer.seconds for layer in layers),
@@ -298,11 +327,60 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
         picture_size=shown.best_size if shown else (1, 1),
         picture_layer=shown.name if shown else "",
         gradcam_alpha=config.render.gradcam_alpha,
-        confusions=_confusions(views, breeds),
+        confusions=_confusions([v for v in views if v.name in evaluated]),
+        space=model_plan.space, evaluation=model_plan.evaluation, evaluated=len(scored),
+        matrix_svg=confusion_svg(metrics) if metrics and metrics.matrix else None,
+        config_read_at=config.read_at, trained_on=config.trained_on, predictions=predictions,
+        evaluated_names=frozenset(evaluated),
     )
 
 
-def _confusions(views: list[ImageView], breeds) -> list[dict]:
+def link_twins(models: list[ModelView]) -> None:
+    """Tell each layer which layers of other models have the same units, or the same name
+    and other units (what a fine-tune changed)."""
+    for model in models:
+        for layer in model.layers:
+            for other in models:
+                if other is model:
+                    continue
+                for candidate in other.layers:
+                    same = candidate.facts.get("address") == layer.facts.get("address")
+                    local = candidate.name.rsplit("/", 1)[-1] == layer.name.rsplit("/", 1)[-1]
+                    if same or local:
+                        layer.twins.append({"model": other.id, "title": other.title,
+                                            "path": candidate.path, "layer": candidate.name,
+                                            "same": same})
+                        break
+        for other in models:
+            if other is model:
+                continue
+            twins = [(layer, t) for layer in model.layers for t in layer.twins
+                     if t["model"] == other.id]
+            if twins:
+                changed = [layer for layer, t in twins if not t["same"]]
+                model.twin_summary.append({
+                    "title": other.title, "total": len(model.layers),
+                    "same": len(twins) - len(changed), "changed": len(changed),
+                    "changed_layers": changed})
+
+
+def comparison(models: list[ModelView], context) -> dict:
+    """Every classifier's accuracy on the same photos: those every one of them is
+    evaluated on (a fine-tuned model's training photos are left out for all)."""
+    classifiers = [m for m in models if m.has_classes and m.predictions]
+    if not classifiers:
+        return {"photos": 0, "rows": []}
+    common = set.intersection(*(set(m.evaluated_names) & set(m.predictions)
+                                for m in classifiers))
+    rows = []
+    for model in classifiers:
+        scored = [p for name, p in model.predictions.items() if name in common]
+        rows.append({"model": model,
+                     "metrics": pets_metrics(scored, model.space, context.breeds)})
+    return {"photos": len(common), "rows": rows}
+
+
+def _confusions(views: list[ImageView]) -> list[dict]:
     """Wrong top-1 classes per breed, most frequent first, with the images they came from."""
     groups: dict[tuple[str, str], list[ImageView]] = {}
     for view in views:
@@ -350,6 +428,7 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
             "size": _fit(width, height, PHOTO_SIDE),
         }
     models = [_model_view(p, context, assets, slugs, photos) for p in context.models]
+    link_twins(models)
     home = ("Home", "index.html")
     pages: list[Page] = [
         Page(
@@ -362,6 +441,7 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
                 "scan": context.scan,
                 "dataset": config.dataset,
                 "breeds": context.breeds,
+                "comparison": comparison(models, context),
             },
         ),
         Page(
@@ -399,8 +479,9 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
 
 def _model_pages(model: ModelView, home) -> list[Page]:
     crumb = (model.title, model.path)
-    pages = [
-        Page(model.path, "model.html", model.title, model, crumbs=(home, (model.title, None))),
+    pages = [Page(model.path, "model.html", model.title, model,
+                  crumbs=(home, (model.title, None)))]
+    pages += [] if not model.has_classes else [
         Page(
             model.sibling("predictions.html"),
             "predictions.html",
@@ -448,7 +529,8 @@ def _model_pages(model: ModelView, home) -> list[Page]:
                 )
             )
     shown = model.detailed_images
-    predictions_crumb = ("Predictions", model.sibling("predictions.html"))
+    predictions_crumb = (("Predictions", model.sibling("predictions.html"))
+                         if model.has_classes else ("Images", None))
     for i, image in enumerate(shown):
         pages.append(
             Page(

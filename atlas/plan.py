@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 
 # Bump the number of a kind whenever its rendering code changes what it outputs.
 RENDERER_VERSION = {
-    "facts": 1,
-    "predict": 1,
-    "image": 3,
+    "facts": 2,
+    "predict": 2,
+    "image": 4,
     "photo": 1,
-    "unit": 4,
+    "unit": 5,
     "grid": 2,
-    "exemplars": 1,
+    "exemplars": 2,
 }
 # How assets are encoded; part of every key of their kind, so changing a value here
 # re-renders exactly the assets it changes. Sized for the default site's 60 MB budget:
@@ -79,9 +79,13 @@ def model_identity(config: ModelConfig) -> dict[str, Any]:
             k: list(v) if isinstance(v, tuple) else v for k, v in sorted(config.options.items())
         },
         "weights": weights,
-        "keras": _version("keras"),
-        "tensorflow": _version("tensorflow"),
+        "read_at": config.read_at,
+        **_versions(),
     }
+
+
+def _versions() -> dict[str, str]:
+    return {"keras": _version("keras"), "tensorflow": _version("tensorflow")}
 
 
 def job_key(kind: str, fields: dict[str, Any]) -> str:
@@ -94,8 +98,12 @@ def job_key(kind: str, fields: dict[str, Any]) -> str:
 
 
 def unit_seed(seed: int, layer: str, unit: int) -> int:
-    """A unit's own seed: independent of batching and of which other units are rendered."""
-    text = f"{seed}/{layer}/{unit}".encode()
+    """A unit's own seed: independent of batching and of which other units are rendered.
+
+    ``layer`` is the layer's name inside its own model, so a backbone nested in another
+    model gives its units the same seeds (and, with the same weights, the same pictures).
+    """
+    text = f"{seed}/{layer.rsplit('/', 1)[-1]}/{unit}".encode()
     return int.from_bytes(hashlib.sha256(text).digest()[:4], "big") & 0x7FFFFFFF
 
 
@@ -156,7 +164,10 @@ def image_job(
     layers: Sequence[str],
     second_class: int,
     input_size: Sequence[int],
+    gradcam: bool = True,
 ) -> Job:
+    """An image's activation grids and statistics for every layer, and its Grad-CAM maps
+    (top-1 and ``second_class``, the true label; none for a model without classes)."""
     render = model.render
     key = job_key(
         "image",
@@ -168,10 +179,12 @@ def image_job(
             "channels": render.activation_channels,
             "alpha": render.gradcam_alpha,
             "second_class": second_class,
+            "gradcam": gradcam,
             "photo_side": PHOTO_SIDE,
         },
     )
-    return Job("image", model.id, key, image=image.name, extra={"second_class": second_class})
+    return Job("image", model.id, key, image=image.name,
+               extra={"second_class": second_class, "gradcam": gradcam})
 
 
 def unit_params(model: ModelConfig, index: int, input_size: Sequence[int]):
@@ -189,27 +202,23 @@ def unit_params(model: ModelConfig, index: int, input_size: Sequence[int]):
     )
 
 
-def unit_job(
-    model: ModelConfig,
-    identity: dict,
-    layer: str,
-    unit: int,
-    input_size: Sequence[int],
-    params: object,
-) -> Job:
-    seed = unit_seed(model.render.seed, layer, unit)
+def unit_job(model: ModelConfig, layer: dict, unit: int, params: object) -> Job:
+    """A unit's picture, keyed by the content address of its tensor (``layer["address"]``:
+    the preprocessing and every operation and weight up to it), not by the model: two
+    models sharing a frozen backbone share its pictures."""
+    layer_name = layer["name"]
+    seed = unit_seed(model.render.seed, layer_name, unit)
     key = job_key(
         "unit",
         {
-            "model": identity,
-            "layer": layer,
+            "address": layer["address"],
             "unit": unit,
-            "size": list(input_size),
             "method": repr(params),
             "seed": seed,
+            **_versions(),
         },
     )
-    return Job("unit", model.id, key, layer=layer, unit=unit, extra={"seed": seed})
+    return Job("unit", model.id, key, layer=layer_name, unit=unit, extra={"seed": seed})
 
 
 def grid_job(model: ModelConfig, layer: str, unit_keys: Sequence[str]) -> Job:
@@ -225,25 +234,32 @@ def grid_job(model: ModelConfig, layer: str, unit_keys: Sequence[str]) -> Job:
 
 def exemplars_job(
     model: ModelConfig,
-    identity: dict,
-    layer: str,
+    layer: dict,
     input_size: Sequence[int],
     choices: dict[int, list[str]],
     digests: dict[str, str],
 ) -> Job:
-    """The maps of each unit on the images where it is strongest (chosen from stats)."""
+    """The maps of each unit on the images where it is strongest (chosen from stats),
+    keyed by the content address of the units' tensor, like the units themselves."""
     key = job_key(
         "exemplars",
         {
-            "model": identity,
-            "layer": layer,
+            "address": layer["address"],
+            **_versions(),
             "size": list(input_size),
             "choices": {
                 str(u): [digests[n] for n in names] for u, names in sorted(choices.items())
             },
         },
     )
-    return Job("exemplars", model.id, key, layer=layer, extra={"choices": choices})
+    return Job("exemplars", model.id, key, layer=layer["name"], extra={"choices": choices})
+
+
+def evaluation_images(images: Sequence[DatasetImage], trained_on: str) -> list[DatasetImage]:
+    """The images a model's accuracy is computed on: all but its training split."""
+    if trained_on == "none":
+        return list(images)
+    return [image for image in images if image.split != trained_on]
 
 
 def choose_detailed(

@@ -11,6 +11,9 @@ import pytest
 from atlas.breeds import BreedMap, load_breeds, load_class_index
 from atlas.dataset import read_annotation_list
 from atlas.errors import AtlasError
+from atlas.labels import (
+    imagenet_space,
+)
 from atlas.metrics import (
     ClassCount,
     Confusion,
@@ -167,17 +170,18 @@ HAND_MADE = [
 
 def test_per_image_helpers(breeds: BreedMap) -> None:
     pug_2, bengal_1 = HAND_MADE[1], HAND_MADE[6]
-    assert is_breed_correct(pug_2, breeds, 1) is False
-    assert is_breed_correct(pug_2, breeds, 2) is True
-    assert is_breed_correct(bengal_1, breeds, 5) is None
-    assert is_species_correct(pug_2, breeds) and is_species_correct(bengal_1, breeds)
-    assert not is_species_correct(HAND_MADE[7], breeds)
+    assert is_breed_correct(pug_2, imagenet_space(breeds), 1) is False
+    assert is_breed_correct(pug_2, imagenet_space(breeds), 2) is True
+    assert is_breed_correct(bengal_1, imagenet_space(breeds), 5) is None
+    assert is_species_correct(pug_2, imagenet_space(breeds)) and is_species_correct(
+        bengal_1, imagenet_space(breeds))
+    assert not is_species_correct(HAND_MADE[7], imagenet_space(breeds))
     with pytest.raises(ValueError):
-        is_breed_correct(pug_2, breeds, 6)
+        is_breed_correct(pug_2, imagenet_space(breeds), 6)
 
 
 def test_metrics_on_hand_made_predictions(breeds: BreedMap) -> None:
-    metrics = pets_metrics(HAND_MADE, breeds)
+    metrics = pets_metrics(HAND_MADE, imagenet_space(breeds), breeds)
     assert (metrics.n_images, metrics.n_mapped) == (8, 6)
     assert metrics.top1 == pytest.approx(2 / 6)  # pug_1, Persian_1
     assert metrics.top5 == pytest.approx(4 / 6)  # + pug_2, Persian_2
@@ -214,7 +218,7 @@ def test_metrics_on_hand_made_predictions(breeds: BreedMap) -> None:
 
 
 def test_metrics_to_dict_is_json(breeds: BreedMap) -> None:
-    data = pets_metrics(HAND_MADE, breeds).to_dict()
+    data = pets_metrics(HAND_MADE, imagenet_space(breeds), breeds).to_dict()
     again = json.loads(json.dumps(data))
     assert again == data
     assert data["confusions"][0] == {
@@ -228,13 +232,15 @@ def test_metrics_to_dict_is_json(breeds: BreedMap) -> None:
 
 def test_unknown_breed_counts_for_species_only(breeds: BreedMap) -> None:
     odd = _prediction("unicorn_1", "unicorn", "dog", BEAGLE)
-    metrics = pets_metrics([odd], breeds)
+    metrics = pets_metrics([odd], imagenet_space(breeds), breeds)
     assert (metrics.n_mapped, metrics.top1, metrics.species_accuracy) == (0, None, 1.0)
     assert metrics.breeds[0].title == "Unicorn" and not metrics.breeds[0].mapped
 
 
 def test_empty_and_short_predictions(breeds: BreedMap) -> None:
-    empty = pets_metrics([], breeds)
+    empty = pets_metrics([], imagenet_space(breeds), breeds)
     assert (empty.n_images, empty.top1, empty.species_accuracy, empty.breeds) == (0, None, None, ())
-    with pytest.raises(ValueError, match="top 5"):
-        Prediction("pug_1", "pug", "dog", (PUG,), (1.0,))
+    with pytest.raises(ValueError, match="top class"):
+        Prediction("pug_1", "pug", "dog", (), ())
+    two = Prediction("pug_1", "pug", "dog", (1, 0), (0.9, 0.1))  # a 2-class model
+    assert is_breed_correct(two, imagenet_space(breeds), 5) is False

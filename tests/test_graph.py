@@ -303,7 +303,7 @@ def test_keras_file_loads_in_safe_mode(shipped_model_config, tiny_keras_file, ti
     loaded = load_model(file_model_config(shipped_model_config, tiny_keras_file))
     assert loaded.input_size == (32, 32)
     assert [f.name for f in loaded.conv_layers()] == ["conv", "depthwise", "separable"]
-    assert loaded.random_weights is True  # no separate weights: the file's own are kept
+    assert loaded.random_weights is False  # a .keras file's own weights are trained weights
     logits = np.asarray(loaded.keras_model(loaded.preprocess(images)))
     np.testing.assert_allclose(softmax(logits), reference, rtol=1e-5, atol=1e-7)
 

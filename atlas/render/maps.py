@@ -50,11 +50,25 @@ class MapRenderer:
         keep_channels: how many channels of each layer's maps to return.
     """
 
-    def __init__(self, model: keras.Model, preprocess: Callable, keep_channels: int):
+    def __init__(self, model: keras.Model, preprocess: Callable, keep_channels: int,
+                 gradcam: bool = True):
         self.model = model
         self.preprocess = preprocess
         self.keep_channels = keep_channels
-        self._step = tf.function(self._pass, reduce_retracing=True)
+        self.gradcam = gradcam
+        self._step = tf.function(self._pass if gradcam else self._features_pass,
+                                 reduce_retracing=True)
+
+    def _features_pass(self, images: tf.Tensor, second: tf.Tensor):
+        """Activations and statistics only: a model without classes has no Grad-CAM."""
+        outputs = self.model(self.preprocess(images), training=False)
+        features = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+        kept = [f[..., : self.keep_channels] for f in features]
+        maxima = [tf.reduce_max(f, axis=(1, 2)) for f in features]
+        means = [tf.reduce_mean(f, axis=(1, 2)) for f in features]
+        empty = tf.zeros((tf.shape(images)[0], 0))
+        none = tf.fill([tf.shape(images)[0]], -1)
+        return empty, kept, maxima, means, [], none, none
 
     def _pass(self, images: tf.Tensor, second: tf.Tensor):
         with tf.GradientTape(persistent=True) as tape:
@@ -110,7 +124,7 @@ class MapRenderer:
                 channel_max=[m[i] for m in maxima],
                 channel_mean=[m[i] for m in means],
                 cams=[[c[i] for c in slot] for slot in cams],
-                cam_classes=[int(top1[i]), int(second_used[i])],
+                cam_classes=[int(top1[i]), int(second_used[i])] if self.gradcam else [],
             )
             for i in range(count)
         ]

@@ -39,7 +39,8 @@ def model_facts(loaded: LoadedModel) -> dict:
         "input_size": list(loaded.input_size),
         "params": int(model.count_params()),
         "trainable_params": trainable,
-        "classes": int(loaded.graph.outputs[0].shape[-1]),
+        "classes": loaded.graph.classes,  # None: no classification head
+        "head": loaded.graph.head,
         "random_weights": loaded.random_weights,
         "layers": [layer.to_dict() for layer in loaded.graph.layers],
         "name": model.name,
@@ -53,8 +54,12 @@ def run_predictions(
     cache: Cache,
     progress: Progress,
 ) -> None:
-    """Top-k classes for each image, batched, streamed from disk."""
-    model = loaded.keras_model
+    """Top-k classes for each image, batched, streamed from disk.
+
+    The flat graph gives logits (a final softmax taken off); the softmax is applied once,
+    here, whatever the model's head looked like.
+    """
+    model = loaded.graph.logits_model()
     # A traced function is ~3x faster than eager calls for this small model on the CPU.
     forward = tf.function(
         lambda x: model(loaded.preprocess(x), training=False), reduce_retracing=True
@@ -90,8 +95,9 @@ def run_images(
 ) -> None:
     """Activation grids, Grad-CAM overlays and channel statistics per image."""
     render = loaded.config.render
-    model = loaded.graph.submodel(layers, with_logits=True)
-    renderer = MapRenderer(model, loaded.preprocess, render.activation_channels)
+    gradcam = all(job.extra.get("gradcam", True) for job in jobs)
+    model = loaded.graph.submodel(loaded.unit_tensors(layers), with_logits=gradcam)
+    renderer = MapRenderer(model, loaded.preprocess, render.activation_channels, gradcam=gradcam)
     by_image = {job.image: job for job in jobs}
     wanted = [images[name] for name in by_image]
     for batch_images, batch in iter_batches(wanted, loaded.input_size, batch_size=BATCH):
@@ -120,8 +126,8 @@ def _image_assets(
     instead of a JPEG overlay each."""
     start = time.perf_counter()
     files: dict[str, bytes] = {}
-    second_differs = maps.cam_classes[1] != maps.cam_classes[0]
-    slots = (0, 1) if second_differs else (0,)
+    second_differs = len(maps.cam_classes) == 2 and maps.cam_classes[1] != maps.cam_classes[0]
+    slots = (0, 1) if second_differs else (0,) if maps.cam_classes else ()
     cam_peaks: list[list[float]] = [[] for _ in slots]
     for index in range(len(layers)):
         files[f"act_{index}.webp"] = encode_webp(
@@ -139,7 +145,8 @@ def _image_assets(
     meta = {
         "cam_classes": maps.cam_classes if second_differs else maps.cam_classes[:1],
         "cam_peaks": cam_peaks,
-        "top": [int(i) for i in np.argsort(-maps.logits, kind="stable")[:5]],
+        "top": [int(i) for i in np.argsort(-maps.logits, kind="stable")[:5]]
+        if maps.logits.size else [],
         "channel_max": [_round(m) for m in maps.channel_max],
         "channel_mean": [_round(m) for m in maps.channel_mean],
         "shapes": [list(a.shape[:2]) for a in maps.activations],
@@ -226,7 +233,7 @@ def run_exemplars(
         arrays = {name: decoded[name] for _, name in pairs}
         order = sorted(arrays)
         position = {name: i for i, name in enumerate(order)}
-        model = loaded.graph.submodel([job.layer])
+        model = loaded.graph.submodel(loaded.unit_tensors([job.layer]))
         maps = unit_maps(
             model,
             loaded.preprocess,

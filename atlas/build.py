@@ -8,13 +8,9 @@ interrupted build leaves the previous site as it was.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +18,7 @@ from pathlib import Path
 
 from atlas import checks, plan
 from atlas.breeds import BreedMap, load_breeds, load_class_index
-from atlas.cache import Cache, open_cache
+from atlas.cache import Cache, make_key, open_cache
 from atlas.config import Config, ModelConfig, load_config
 from atlas.dataset import DatasetImage, DatasetScan, scan_dataset
 from atlas.errors import AtlasError, ConfigError, ModelError
@@ -32,6 +28,7 @@ from atlas.plan import Job
 log = logging.getLogger(__name__)
 
 SCAN_MEMO = "scan-memo.json"
+EXEMPLAR_MEMO = "exemplar-memo.json"
 
 
 @dataclass(frozen=True)
@@ -119,6 +116,8 @@ class BuildReport:
     seconds: dict[str, float]
     skipped: int
     tensorflow_loaded: bool
+    pages_written: int = 0  # 0: the site was up to date and nothing was written
+    peak_rss_bytes: int = 0
 
 
 class _Models:
@@ -224,20 +223,35 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
     if options.shard is not None:
         return _report(None, 0, 0, context, timer)
     with timer.stage("pages"):
-        output, pages, size = write_site(context)
+        from atlas.manifest import inputs_digest
+        from atlas.site import PACKAGE_TEMPLATES
+
+        written = write_site(context, inputs_digest(context, PACKAGE_TEMPLATES))
     if options.prune:
         keep = _referenced_keys(context)
         removed, freed = cache.prune(keep)
         log.info("pruned %d cache entries (%.1f MB)", removed, freed / 1e6)
-    return _report(output, pages, size, context, timer)
+    return _report(written.output, written.pages, written.size, context, timer,
+                   written.pages_written)
 
 
 def _report(output: Path | None, pages: int, size: int, context: BuildContext,
-            timer: StageTimer) -> BuildReport:
+            timer: StageTimer, pages_written: int = 0) -> BuildReport:
     return BuildReport(output=output, pages=pages, site_bytes=size, rendered=context.rendered,
                        reused=context.reused, seconds=dict(timer.seconds),
                        skipped=len(context.scan.skipped),
-                       tensorflow_loaded="tensorflow" in sys.modules)
+                       tensorflow_loaded="tensorflow" in sys.modules,
+                       pages_written=pages_written, peak_rss_bytes=peak_rss())
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory so far, in bytes (0 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on this system
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux counts kilobytes
 
 
 def _executor(context: BuildContext, models: _Models, options: BuildOptions, throughput
@@ -270,26 +284,11 @@ def _save_throughput(cache: Cache, throughput) -> None:
 
 
 def _scan(config: Config, cache: Cache) -> DatasetScan:
-    memo_path = cache.root / SCAN_MEMO
-    try:
-        memo = json.loads(memo_path.read_text(encoding="utf-8"))
-        if not isinstance(memo, dict):
-            memo = {}
-    except (OSError, ValueError):
-        memo = {}
+    memo = cache.read_memo(SCAN_MEMO)
     before = len(memo)
     scan = scan_dataset(config.dataset.images, config.dataset.annotations, known=memo)
     if len(memo) != before:
-        temp = memo_path.with_name(f".{SCAN_MEMO}.{uuid.uuid4().hex}")
-        try:
-            memo_path.parent.mkdir(parents=True, exist_ok=True)
-            temp.write_text(json.dumps(memo, sort_keys=True), encoding="utf-8")
-            os.replace(temp, memo_path)
-        except OSError as error:  # only an optimisation: the next build decodes again
-            log.warning("cannot save the scan memo in %s (%s)", cache.root,
-                        error.strerror or error)
-            with contextlib.suppress(OSError):
-                temp.unlink(missing_ok=True)
+        cache.write_memo(SCAN_MEMO, memo)
     if not scan.images:
         raise AtlasError(f"{config.dataset.images}: no usable images "
                          f"({len(scan.skipped)} skipped)")
@@ -376,24 +375,46 @@ def _missing(jobs: list[Job], cache: Cache, force: bool) -> list[Job]:
     return list(jobs) if force else [job for job in jobs if not cache.has(job.key)]
 
 
+def _exemplar_choices(model_plan: ModelPlan, cache: Cache) -> dict[str, dict] | None:
+    """Per layer, each unit's strongest images (None before any image stats exist).
+
+    Reading 111 images' stats costs more than the rest of a warm build's checks, so the
+    answer is memoised under a key of the image entries' keys and stamps."""
+    layers = [(layer["name"], len(model_plan.units[layer["name"]]))
+              for layer in model_plan.layers]
+    images = [(job.image, job.key, cache.stamp(job.key)) for job in model_plan.images]
+    key = make_key({"images": images, "layers": layers, "count": plan.EXEMPLARS})
+    memo = cache.read_memo(EXEMPLAR_MEMO)
+    remembered = memo.get(model_plan.config.id, {})
+    if remembered.get("key") == key:
+        return {layer: {int(unit): names for unit, names in choices.items()}
+                for layer, choices in remembered["choices"].items()}
+    stats = {job.image: cache.get(job.key) for job in model_plan.images}
+    stats = {name: entry for name, entry in stats.items() if entry is not None}
+    if not stats:
+        return None
+    result = {}
+    for index, (name, units) in enumerate(layers):
+        per_image = {image: entry.meta["channel_max"][index] for image, entry in stats.items()}
+        result[name] = plan.strongest_images(per_image, units, plan.EXEMPLARS)
+    memo[model_plan.config.id] = {"key": key, "choices": result}
+    cache.write_memo(EXEMPLAR_MEMO, memo)
+    return result
+
+
 def _exemplar_jobs(model_plan: ModelPlan, context: BuildContext,
                    missing: Callable[[list[Job]], list[Job]] | None = None) -> list[Job]:
     """Second phase: which photos excite each unit most is known only from the image
     stats. Sets ``model_plan.exemplars``; returns the jobs ``missing`` keeps (all if None),
     or none while any image's stats are missing."""
-    cache = context.cache
-    stats = {job.image: cache.get(job.key) for job in model_plan.images}
-    stats = {name: entry for name, entry in stats.items() if entry is not None}
-    if not stats:
+    choices = _exemplar_choices(model_plan, context.cache)
+    if choices is None:
         return []
     digests = {image.name: image.digest for image in context.scan.images}
     jobs = []
-    for index, layer in enumerate(model_plan.layers):
-        units = len(model_plan.units[layer["name"]])
-        per_image = {name: entry.meta["channel_max"][index] for name, entry in stats.items()}
-        choices = plan.strongest_images(per_image, units, plan.EXEMPLARS)
-        job = plan.exemplars_job(model_plan.config, layer, model_plan.input_size, choices,
-                                 digests)
+    for layer in model_plan.layers:
+        job = plan.exemplars_job(model_plan.config, layer, model_plan.input_size,
+                                 choices[layer["name"]], digests)
         model_plan.exemplars[layer["name"]] = job
         jobs.append(job)
     return missing(jobs) if missing is not None else jobs

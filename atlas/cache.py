@@ -10,6 +10,7 @@ warning, never a crash: the cache is only an optimisation.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 META = "meta.json"
 LOCK = ".lock"
-# key -> the (inode, size, mtime) of its files when their checksums last matched: a warm
-# build re-hashes only entries whose files changed since (git's index does the same).
+# key -> the (inode, size, mtime) of meta.json and its files when their checksums last
+# matched: a warm build re-hashes (or even reads) only entries whose files changed since
+# (git's index does the same).
 STAMPS = "checked.json"
 
 
@@ -73,6 +75,7 @@ class Cache:
 
     def __init__(self, root: Path, *, verify: bool = True):
         self.root = Path(root)
+        self._root = os.fspath(self.root)
         self.verify = verify
         self.hits = 0
         self.misses = 0
@@ -81,6 +84,7 @@ class Cache:
         self._verified: dict[str, Entry] = {}  # read and checked once per build
         self._stamps: dict[str, str] | None = None
         self._stamps_changed = False
+        self._present: dict[str, str] = {}  # key -> stamp, for entries found sound
 
     # -- locking -----------------------------------------------------------------------
     def lock(self, wait: float = 0.0, shared: bool = False) -> None:
@@ -162,22 +166,22 @@ class Cache:
             with open(os.path.join(folder, META), encoding="utf-8") as handle:
                 meta = json.load(handle)
             files = meta.get("_files", {})
-            stamp = []
             for name, info in files.items():
-                status = os.stat(os.path.join(folder, name))
-                if status.st_size != info["size"]:
+                if os.stat(os.path.join(folder, name)).st_size != info["size"]:
                     raise ValueError(f"{name} has the wrong size")
-                stamp.append(f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}")
-            if self.verify and files:
-                self._check_sums(key, path, files, "/".join(stamp))
+            stamp = _stamp(folder, list(files))
+            if self.verify:
+                self._check_sums(key, path, files, stamp)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             log.warning("cache entry %s is damaged (%s); rendering it again", path, error)
             shutil.rmtree(path, ignore_errors=True)
+            self._present.pop(key, None)
             self.misses += 1
             return None
         self.hits += 1
         entry = Entry(key=key, path=path, meta=meta)
         self._verified[key] = entry
+        self._present[key] = stamp
         return entry
 
     def _check_sums(self, key: str, path: Path, files: dict, stamp: str) -> None:
@@ -187,14 +191,46 @@ class Cache:
         for name, info in files.items():
             if _sha256(path / name) != info["sha256"]:
                 raise ValueError(f"{name} does not match its checksum")
-        stamps[key] = stamp
-        self._stamps_changed = True
+        self._record(key, stamp)
+
+    def _record(self, key: str, stamp: str) -> None:
+        stamps = self._load_stamps()
+        if stamps.get(key) != stamp:
+            stamps[key] = stamp
+            self._stamps_changed = True
 
     def has(self, key: str) -> bool:
         """Whether a sound entry exists, for planning: a damaged one is removed (and so
-        rendered again). Each entry is verified once per Cache, and the pages read every
-        entry anyway, so planning with the full check costs a warm build nothing extra."""
+        rendered again).
+
+        An entry whose files (``meta.json`` included) have the (inode, size, mtime) they
+        had when their checksums last matched is sound without reading it: a warm build
+        checks thousands of entries with a few ``stat`` calls each. Anything else is read
+        and verified by :meth:`get`.
+        """
+        if key in self._present:
+            self.hits += 1
+            return True
+        recorded = self._load_stamps().get(key) if self.verify else None
+        if recorded is not None:
+            folder = os.path.join(self._root, key[:2], key)
+            try:
+                names = [part.rsplit(":", 3)[0] for part in recorded.split("/")]
+                if names[0] == META and _stamp(folder, names[1:]) == recorded:
+                    self.hits += 1
+                    self._present[key] = recorded
+                    return True
+            except OSError:
+                pass  # gone or changed: get() says which
         return self.get(key) is not None
+
+    def stamp(self, key: str) -> str | None:
+        """What identifies the present entry's files (meta.json's and each asset's inode,
+        size and mtime), or None if the entry is absent. A re-rendered or copied entry has
+        another stamp, so a digest over stamps changes whenever an entry's content may."""
+        if key not in self._present and self.get(key) is None:
+            return None
+        return self._present[key]
 
     # -- writing ----------------------------------------------------------------------
     def put(self, key: str, meta: dict[str, Any], files: dict[str, bytes] | None = None) -> Entry:
@@ -214,12 +250,14 @@ class Cache:
                 record["_files"][name] = {"size": len(data),
                                           "sha256": hashlib.sha256(data).hexdigest()}
             _write_synced(temp / META, canonical_json(record).encode("utf-8"))
+            ours = True
             try:
                 os.rename(temp, final)
             except OSError as error:
                 if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 shutil.rmtree(temp, ignore_errors=True)  # written meanwhile: same content
+                ours = False
         except OSError as error:
             shutil.rmtree(temp, ignore_errors=True)
             raise _os_error(self.root, error) from None
@@ -229,6 +267,12 @@ class Cache:
         self.written += 1
         entry = Entry(key=key, path=final, meta=record)
         self._verified[key] = entry
+        if ours:  # the checksums were just computed from these bytes: no re-hash later
+            with contextlib.suppress(OSError):
+                stamp = _stamp(os.fspath(final), list(record["_files"]))
+                self._present[key] = stamp
+                if self.verify:
+                    self._record(key, stamp)
         return entry
 
     # -- small shared files beside the entries (throughput, shard splits) --------------
@@ -267,6 +311,24 @@ class Cache:
         finally:
             temp.unlink(missing_ok=True)
 
+    # -- memos: small JSON files beside the entries, each only an optimisation -----------
+    def read_memo(self, name: str) -> dict:
+        """The JSON memo ``name`` (e.g. the dataset scan's), or {} if absent or unreadable."""
+        data = self.read_aux(name)
+        try:
+            memo = json.loads(data) if data is not None else {}
+        except ValueError:
+            return {}
+        return memo if isinstance(memo, dict) else {}
+
+    def write_memo(self, name: str, memo: dict) -> None:
+        """Replace the memo ``name``; a failure is a warning (the next build works it out
+        again)."""
+        try:
+            self.write_aux(name, json.dumps(memo, sort_keys=True).encode("utf-8"))
+        except CacheError as error:
+            log.warning("cannot save %s: %s", name, error)
+
     # -- maintenance ------------------------------------------------------------------
     def keys(self) -> list[str]:
         if not self.root.is_dir():
@@ -283,6 +345,7 @@ class Cache:
                 continue
             path = self.path_of(key)
             self._verified.pop(key, None)
+            self._present.pop(key, None)
             freed += sum(f.stat().st_size for f in path.iterdir() if f.is_file())
             shutil.rmtree(path, ignore_errors=True)
             if self._load_stamps().pop(key, None) is not None:
@@ -291,9 +354,37 @@ class Cache:
         return removed, freed
 
 
+def _stamp(folder: str, names: list[str]) -> str:
+    """``name:inode:size:mtime_ns`` of meta.json and of each named file, "/"-joined."""
+    parts = []
+    for name in (META, *names):
+        status = os.stat(f"{folder}/{name}")  # os.path.join costs more than the stat
+        parts.append(f"{name}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}")
+    return "/".join(parts)
+
+
 def open_cache(location: Path | str) -> Cache:
     """The cache at a folder."""
     return Cache(Path(location))
+
+
+def file_digest(path: Path) -> str:
+    """Return the sha256 of a file's bytes, read in chunks.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The lowercase hex digest.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _sha256(path: Path) -> str:

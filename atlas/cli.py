@@ -144,8 +144,11 @@ def _build(args: argparse.Namespace) -> int:
         print(f"shard {args.shard} done in {total:.1f} s: no site written (a plain "
               "`atlas build` assembles it)")
     else:
-        print(f"built {report.output} : {report.pages:,} pages, "
-              f"{report.site_bytes / 1e6:.1f} MB, {total:.1f} s")
+        written = (f"{report.pages_written:,} of {report.pages:,} pages written"
+                   if report.pages_written
+                   else f"{report.pages:,} pages, up to date: nothing written")
+        print(f"built {report.output} : {written}, {report.site_bytes / 1e6:.1f} MB, "
+              f"{total:.1f} s, peak memory {report.peak_rss_bytes / 2**20:,.0f} MB")
     rendered = ", ".join(f"{k} {v}" for k, v in sorted(report.rendered.items())) or "nothing"
     reused = sum(report.reused.values())
     print(f"rendered: {rendered}; from the cache: {reused:,}")

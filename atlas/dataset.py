@@ -16,13 +16,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
-
+from atlas.cache import file_digest
 from atlas.errors import AtlasError, BadImageError
-from atlas.images import file_digest, load_array, open_rgb
+
+if TYPE_CHECKING:  # numpy and Pillow load only when images are decoded
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -231,9 +231,11 @@ def scan_dataset(
     candidates, skipped = _list_candidates(images_dir, annotations)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         checks = pool.map(lambda path: _check_file(path, memo), (p for p, _ in candidates))
-        results = list(
-            tqdm(checks, total=len(candidates), disable=not progress, desc="scan", unit="img")
-        )
+        if progress:
+            from tqdm import tqdm
+
+            checks = tqdm(checks, total=len(candidates), desc="scan", unit="img")
+        results = list(checks)
 
     images: list[DatasetImage] = []
     for (path, name), (digest, record) in zip(candidates, results, strict=True):
@@ -287,6 +289,10 @@ def iter_batches(
     Raises:
         ValueError: ``batch_size`` or ``workers`` is not positive.
     """
+    import numpy as np
+
+    from atlas.images import load_array
+
     if batch_size < 1 or workers < 1:
         raise ValueError(f"batch_size and workers must be positive: {batch_size}, {workers}")
     window = 2 * batch_size
@@ -343,7 +349,7 @@ def _list_candidates(
     images_dir: Path, annotations: dict[str, Annotation]
 ) -> tuple[list[tuple[Path, str]], list[Skipped]]:
     """Pick the image files of a folder; return ``(path, name)`` pairs and early skips."""
-    extensions = _IMAGE_EXTENSIONS | _pillow_extensions()
+    extensions = _IMAGE_EXTENSIONS
     root = images_dir.resolve()
     candidates: list[tuple[Path, str]] = []
     skipped: list[Skipped] = []
@@ -353,7 +359,10 @@ def _list_candidates(
     for entry in ordered:
         path = Path(entry.path)
         if entry.name.startswith(".") or path.suffix.lower() not in extensions:
-            continue
+            if extensions is _IMAGE_EXTENSIONS:  # listing Pillow's costs all its plugins
+                extensions = _IMAGE_EXTENSIONS | _pillow_extensions()
+            if entry.name.startswith(".") or path.suffix.lower() not in extensions:
+                continue
         reason = _entry_problem(entry, root)
         if reason == "":
             continue  # a folder or other non-file: not a candidate at all
@@ -412,6 +421,8 @@ def _check_file(path: Path, memo: dict[str, dict]) -> tuple[str | None, dict]:
     cached = memo.get(digest)
     if _is_record(cached):
         return digest, cached
+    from atlas.images import open_rgb
+
     try:
         width, height = open_rgb(path).size
     except BadImageError as error:
@@ -445,4 +456,6 @@ def _display(path: Path) -> str:
 
 
 def _pillow_extensions() -> frozenset[str]:
+    from PIL import Image
+
     return frozenset(extension.lower() for extension in Image.registered_extensions())

@@ -13,7 +13,6 @@ stored in a content-addressed cache.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import re
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from atlas.cache import file_digest  # noqa: F401  (re-exported: the scan and models use it)
 from atlas.errors import BadImageError
 
 log = logging.getLogger(__name__)
@@ -36,32 +36,12 @@ TRANSPARENT_BACKGROUND = (255, 255, 255)
 """Transparent pixels are composited over white: that is how a browser shows the picture on
 the site's white pages, so the network sees what the reader sees next to the heatmaps."""
 
-_CHUNK = 1 << 20
 
 # ``warnings.catch_warnings`` swaps a process-wide filter list; two threads entering it at
 # once can leave the wrong filters behind, so the (cheap, header-only) open is serialised.
 _OPEN_LOCK = threading.Lock()
 
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
-
-
-def file_digest(path: Path) -> str:
-    """Return the sha256 of a file's bytes, read in chunks.
-
-    Args:
-        path: the file.
-
-    Returns:
-        The lowercase hex digest.
-
-    Raises:
-        OSError: the file cannot be read.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def open_rgb(

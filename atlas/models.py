@@ -14,10 +14,10 @@ from typing import Any
 
 from atlas._tensorflow import keras
 from atlas.address import preprocess_affine
+from atlas.cache import file_digest
 from atlas.config import ModelConfig
 from atlas.errors import ModelError
 from atlas.graph import FlatGraph, GraphError, flatten_model
-from atlas.images import file_digest
 from atlas.plan import select_layers
 
 log = logging.getLogger(__name__)

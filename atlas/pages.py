@@ -550,9 +550,12 @@ def _model_pages(model: ModelView, home) -> list[Page]:
 
 
 def _ledger(context) -> dict:
+    from atlas.build import peak_rss  # the build is what calls this module
+
     rendered = sum(context.rendered.values())
     reused = sum(context.reused.values())
     return {
+        "peak_rss_mb": round(peak_rss() / 2**20),
         "rendered": dict(sorted(context.rendered.items())),
         "reused": dict(sorted(context.reused.items())),
         "total": rendered + reused,

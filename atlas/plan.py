@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atlas.cache import make_key
+from atlas.cache import file_digest, make_key
 from atlas.config import ModelConfig
 from atlas.dataset import DatasetImage
-from atlas.images import file_digest
 
 log = logging.getLogger(__name__)
 

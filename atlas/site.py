@@ -17,16 +17,18 @@ import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-import jinja2
-from PIL import Image
-
+from atlas import manifest
 from atlas.cache import Entry
 from atlas.errors import AtlasError
+from atlas.manifest import MARKER
+
+if TYPE_CHECKING:  # jinja2 and Pillow load only when pages are written
+    import jinja2
 
 log = logging.getLogger(__name__)
 
-MARKER = ".atlas-site"
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -72,20 +74,24 @@ class Assets:
     """Cache files published into the site as ``assets/<hash>.<ext>``."""
 
     files: dict[str, Path] = field(default_factory=dict)  # site path -> source file
+    sizes: dict[str, int] = field(default_factory=dict)  # site path -> bytes
 
     def publish(self, entry: Entry | None, name: str) -> str | None:
         if entry is None or name not in entry.meta.get("_files", {}):
             return None
-        digest = entry.meta["_files"][name]["sha256"]
+        info = entry.meta["_files"][name]
         suffix = PurePosixPath(name).suffix
-        site_path = f"assets/{digest[:20]}{suffix}"
+        site_path = f"assets/{info['sha256'][:20]}{suffix}"
         self.files.setdefault(site_path, entry.file(name))
+        self.sizes.setdefault(site_path, info["size"])
         return site_path
 
     def size(self, entry: Entry | None, name: str) -> tuple[int, int]:
         """A cached picture's width and height (read from its header), (1, 1) if missing."""
         if entry is None or name not in entry.meta.get("_files", {}):
             return (1, 1)
+        from PIL import Image
+
         with Image.open(entry.file(name)) as picture:
             return picture.size
 
@@ -107,12 +113,27 @@ class Page:
 
 
 def url(page_path: str, target: str) -> str:
-    """A relative link from one site path to another."""
-    source_dir = PurePosixPath(page_path).parent
-    return os.path.relpath(target, start=str(source_dir) if str(source_dir) != "." else ".")
+    """A relative link from one site path to another.
+
+    ``os.path.relpath`` on the page's folder, without its ``abspath`` calls (a third of
+    the page stage's time went there): site paths are relative and hold no ``..``.
+    """
+    start = [part for part in page_path.split("/")[:-1] if part and part != "."]
+    path = [part for part in target.split("/") if part and part != "."]
+    if ".." in start or ".." in path or target.startswith("/"):
+        source_dir = str(PurePosixPath(page_path).parent)
+        return os.path.relpath(target, start=source_dir)
+    common = 0
+    for a, b in zip(start, path, strict=False):
+        if a != b:
+            break
+        common += 1
+    return "/".join([".."] * (len(start) - common) + path[common:]) or "."
 
 
 def environment(user_templates: Path | None) -> jinja2.Environment:
+    import jinja2
+
     loaders = [jinja2.FileSystemLoader(str(user_templates))] if user_templates else []
     loaders.append(jinja2.FileSystemLoader(str(PACKAGE_TEMPLATES)))
     env = jinja2.Environment(
@@ -128,23 +149,59 @@ def environment(user_templates: Path | None) -> jinja2.Environment:
     return env
 
 
-def render_pages(pages: list[Page], env: jinja2.Environment, target: Path, site: dict) -> int:
-    """Render every page into ``target``; refuses two pages with one path."""
-    seen: set[str] = set()
+def render_pages(pages: list[Page], env: jinja2.Environment, target: Path, site: dict,
+                 previous: Path | None = None, hashes: dict | None = None) -> dict[str, list]:
+    """Render every page into ``target``; refuses two pages with one path.
+
+    Args:
+        previous: the site being replaced, if any; a page whose bytes hash as recorded in
+            ``hashes`` and whose file there is untouched (same stamp) is hard-linked from
+            it instead of written again.
+        hashes: the previous manifest's pages: site path -> [sha256, stamp].
+
+    Returns:
+        site path -> [sha256 of its bytes, stamp of its file], for the new manifest.
+    """
+    recorded: dict[str, list] = {}
+    hashes = hashes or {}
     for page in pages:
-        if page.path in seen:
+        if page.path in recorded:
             raise AtlasError(f"two pages would be written to {page.path}")
-        seen.add(page.path)
         template = env.get_template(page.template)
 
         def link(target_path: str, page: Page = page) -> str:
             return url(page.path, target_path)
 
         html = template.render(page=page, c=page.context, site=site, link=link, root=page.root)
-        destination = target / page.path
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_text(html, encoding="utf-8")
-    return len(pages)
+        data = html.encode("utf-8")
+        digest = hashlib.sha256(data).hexdigest()
+        destination = os.path.join(target, page.path)
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        if not _reuse(previous, page.path, hashes.get(page.path), digest, destination):
+            with open(destination, "wb") as handle:
+                handle.write(data)
+        recorded[page.path] = [digest, _file_stamp(destination), len(data)]
+    return recorded
+
+
+def _file_stamp(path: str) -> str:
+    status = os.stat(path)
+    return f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
+
+
+def _reuse(previous: Path | None, path: str, old: list | None, digest: str,
+           destination: str) -> bool:
+    """Hard-link the previous site's copy of a page whose bytes did not change."""
+    if previous is None or not old or old[0] != digest:
+        return False
+    source = os.path.join(previous, path)
+    try:
+        if _file_stamp(source) != old[1]:
+            return False  # edited since it was written: write it afresh
+        os.link(source, destination)
+    except OSError:
+        return False
+    return True
 
 
 def publish_files(assets: Assets, target: Path) -> None:
@@ -157,11 +214,13 @@ def publish_files(assets: Assets, target: Path) -> None:
             shutil.copyfile(source, destination)
 
 
-def copy_static(user_templates: Path | None, target: Path) -> None:
+def copy_static(user_templates: Path | None, target: Path) -> int:
+    """Copy the static files (atlas's, then the user's over them); returns their bytes."""
     static = target / "static"
     shutil.copytree(PACKAGE_TEMPLATES / "static", static)
     if user_templates and (user_templates / "static").is_dir():
         shutil.copytree(user_templates / "static", static, dirs_exist_ok=True)
+    return folder_size(static)
 
 
 def prepare_temp(output: Path) -> Path:
@@ -183,6 +242,12 @@ def prepare_temp(output: Path) -> Path:
     except OSError as error:
         raise AtlasError(f"cannot write the site next to {output}: {error.strerror}") from None
     return temp
+
+
+def _mark(folder: Path) -> None:
+    """Put the marker that lets a later build replace this folder (once)."""
+    if not (folder / MARKER).exists():
+        (folder / MARKER).write_text("This folder is written by atlas build and replaced whole.\n")
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
@@ -210,7 +275,7 @@ def swap_in(temp: Path, output: Path) -> None:
     site; elsewhere the old site is renamed aside first and put back if the second rename
     does not happen (``clean_stale`` also restores it after a kill).
     """
-    (temp / MARKER).write_text("This folder is written by atlas build and replaced whole.\n")
+    _mark(temp)
     if not output.exists():
         os.rename(temp, output)
         return
@@ -243,25 +308,56 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def write_site(context) -> tuple[Path, int, int]:
-    """Collect every page of the build and write the site; returns (output, pages, bytes)."""
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_site` did: the site's pages and bytes, and how many pages it
+    wrote (0 when the site was already up to date: then nothing at all was written)."""
+
+    output: Path
+    pages: int
+    size: int
+    pages_written: int
+
+
+def write_site(context, inputs: str | None = None) -> Written:
+    """Collect every page of the build and write the site, unless it is up to date.
+
+    Args:
+        context: the build context (config, scan, plans, cache).
+        inputs: the digest of everything the pages are made from
+            (:func:`atlas.manifest.inputs_digest`); None: always write.
+    """
     from atlas.pages import collect_pages
 
     config = context.config
     output = config.site.output
     clean_stale(output)
+    cache = context.cache
+    previous = manifest.read(cache, output) if cache is not None else None
+    if manifest.up_to_date(output, inputs, previous):
+        log.info("the site %s is up to date: nothing written", output)
+        pages = previous["pages"]
+        return Written(output, len(pages), int(previous.get("bytes", 0)), 0)
     assets = Assets()
     pages, site = collect_pages(context, assets)
     temp = prepare_temp(output)
     try:
         env = environment(config.site.templates)
-        count = render_pages(pages, env, temp, site)
+        hashes = previous.get("pages") if previous else None
+        recorded = render_pages(pages, env, temp, site, output if hashes else None, hashes)
         publish_files(assets, temp)
-        copy_static(config.site.templates, temp)
+        size = copy_static(config.site.templates, temp)
+        size += sum(entry[2] for entry in recorded.values()) + sum(assets.sizes.values())
         (temp / ".nojekyll").write_text("")
-        size = folder_size(temp)
+        _mark(temp)  # before the stamp: swap_in keeps it as it is
+        tree = manifest.tree_stamp(temp)
         swap_in(temp, output)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    return output, count, size
+    if cache is not None:
+        manifest.write(cache, output, tree, inputs, recorded, size)
+    hashes = hashes or {}
+    written = sum(1 for path, entry in recorded.items()
+                  if hashes.get(path, [None, None])[1] != entry[1])
+    return Written(output, len(recorded), size, written)

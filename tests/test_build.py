@@ -135,12 +135,67 @@ def test_warm_build_renders_nothing_and_skips_tensorflow(tiny_site, project):
     assert assets(site) == assets(tiny_site[2])
 
 
-def test_warm_build_site_is_byte_identical_but_for_the_ledger(tiny_site, project):
+def stamps(site: Path) -> dict[str, tuple[int, int]]:
+    """Every file of a site with its inode and mtime: what a rewrite would change."""
+    return {p.relative_to(site).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in site.rglob("*") if p.is_file()}
+
+
+def settled(project: Path) -> Path:
+    """The copied project's site after one warm build: the copy gave every file (site and
+    cache) a new inode, so the first build there cannot know the site is as it was."""
+    build(project, OPTIONS)
+    return project.parent / "_site"
+
+
+def test_warm_build_writes_nothing_when_nothing_changed(tiny_site, project):
+    site = settled(project)
+    before = stamps(site)
     report = build(project, OPTIONS)
-    assert nonzero(report.rendered) == {}
-    site = files_of(report.output)
-    assert without_ledger(site) == without_ledger(tiny_site[2])
-    assert site[LEDGER] != tiny_site[2][LEDGER]  # it says what came from the cache
+    assert nonzero(report.rendered) == {} and report.pages_written == 0
+    assert report.pages == tiny_site[1].pages
+    assert stamps(site) == before  # not one file rewritten, the ledger included
+    assert without_ledger(files_of(site)) == without_ledger(tiny_site[2])
+
+
+def test_a_small_change_rewrites_only_the_pages_it_changes(tiny_site, project):
+    site = settled(project)
+    before = stamps(site)
+    edit_config(project, lambda d: d["render"].update(best_grid=2))  # the layer pages' grids
+    report = build(project, OPTIONS)
+    assert nonzero(report.rendered) == {"grid": 3}
+    after = stamps(site)
+    changed = {name for name in after if after[name] != before.get(name)}
+    pages = {name for name in changed if name.endswith(".html")}
+    assert LEDGER in pages and report.pages_written == len(pages)
+    assert any("/layers/" in name for name in pages)
+    assert not any("/units/" in name for name in pages)  # unit pages were linked, not written
+    assert all(after[name] == before[name] for name in after if "/units/" in name)
+
+    def fresh(data):  # the same config, cold, into another cache and site
+        data["cache"] = "other-cache"
+        data["site"]["output"] = "other-site"
+
+    edit_config(project, fresh)
+    cold = build(project, OPTIONS)
+    assert without_ledger(files_of(cold.output)) == without_ledger(files_of(site))
+
+
+def test_a_site_changed_by_hand_is_written_again(tiny_site, project):
+    site = settled(project)
+    (site / "index.html").unlink()
+    (site / "404.html").write_text("edited")
+    report = build(project, OPTIONS)
+    assert report.pages_written == 3 and nonzero(report.rendered) == {}  # and the ledger
+    assert without_ledger(files_of(site)) == without_ledger(tiny_site[2])
+
+
+def test_a_timestamped_site_is_never_taken_as_up_to_date(project):
+    edit_config(project, lambda d: d["site"].update(timestamp=True))
+    build(project, OPTIONS)
+    # Pages are rendered again (the footer's minute may have changed); those whose bytes
+    # did not change are linked, the ledger (this build's times) is written.
+    assert build(project, OPTIONS).pages_written >= 1
 
 
 def test_two_cold_builds_into_different_caches_are_identical(tiny_site, project):

@@ -73,6 +73,32 @@ def test_put_get_round_trip(tmp_path):
     assert (cache.hits, cache.misses, cache.written) == (2, 1, 1)  # has() verifies too
 
 
+def test_a_warm_check_stats_but_does_not_read_or_hash(tmp_path, monkeypatch):
+    cache = Cache(tmp_path)
+    cache.lock()
+    cache.put(KEY, {"n": 1}, {"a.bin": b"first"})  # its checksum is known from the bytes
+    cache.unlock()
+    monkeypatch.setattr(cache_module, "_sha256", lambda path: pytest.fail("re-hashed"))
+    monkeypatch.setattr(json, "load", lambda handle: pytest.fail("read meta.json"))
+    warm = Cache(tmp_path)
+    assert warm.has(KEY) and warm.stamp(KEY).startswith(f"{META}:")
+
+
+def test_a_replaced_file_of_the_same_size_is_caught_by_its_stamp(tmp_path, caplog):
+    cache = Cache(tmp_path)
+    cache.lock()
+    cache.put(KEY, {"n": 1}, {"a.bin": b"first"})
+    stamp = cache.stamp(KEY)
+    cache.unlock()
+    replacement = tmp_path / "other.bin"
+    replacement.write_bytes(b"FIRST")  # same size, new inode
+    os.replace(replacement, cache.path_of(KEY) / "a.bin")
+    with caplog.at_level(logging.WARNING):
+        warm = Cache(tmp_path)
+        assert not warm.has(KEY) and warm.stamp(KEY) is None
+    assert "does not match its checksum" in caplog.text and stamp is not None
+
+
 def test_put_keeps_an_existing_entry(tmp_path):
     cache = Cache(tmp_path)
     cache.put(KEY, {"n": 1}, {"a.bin": b"first"})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sitecheck import REPO, check_site, small_config, small_site
 
 from atlas.errors import AtlasError
@@ -82,6 +85,19 @@ def test_url_is_relative(page, target, expected):
     assert url(page, target) == expected
 
 
+@given(
+    st.lists(st.sampled_from(["a", "b", "units", "."]), max_size=4),
+    st.sampled_from(["index.html", "3.html"]),
+    st.lists(st.sampled_from(["a", "b", "index.html", "x.png", "", "."]), min_size=1, max_size=5),
+)
+def test_url_is_what_relpath_says(folders, page, target):
+    page_path, target_path = "/".join([*folders, page]), "/".join(target)
+    if not target_path.strip("/."):
+        return  # relpath refuses an empty path
+    source = str(PurePosixPath(page_path).parent)
+    assert url(page_path, target_path) == os.path.relpath(target_path, start=source)
+
+
 def test_page_root_climbs_to_the_site():
     assert Page("index.html", "x", "t", {}).root == ""
     assert Page("models/m/layers/l/index.html", "x", "t", {}).root == "../../../../"
@@ -124,6 +140,7 @@ class _Config:
         self.site = self
         self.output = output
         self.templates = None
+        self.cache = None
 
 
 def test_refuses_to_replace_a_folder_it_did_not_make(tmp_path, monkeypatch):

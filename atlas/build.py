@@ -421,8 +421,6 @@ def _exemplar_jobs(model_plan: ModelPlan, context: BuildContext,
 
 
 def _render_grids(model_plan: ModelPlan, context: BuildContext, options: BuildOptions) -> None:
-    from atlas.render_assets import stitch_grids
-
     cache = context.cache
     for layer, job in model_plan.grids.items():
         if not options.force and cache.has(job.key):
@@ -431,6 +429,8 @@ def _render_grids(model_plan: ModelPlan, context: BuildContext, options: BuildOp
         entries = [cache.get(unit.key) for unit in model_plan.units[layer]]
         if any(entry is None for entry in entries):
             continue  # an interrupted or partial build: no grid yet
+        from atlas.render_assets import stitch_grids  # numpy and Pillow: only to render
+
         files = stitch_grids([e.read("unit.webp") for e in entries],
                              [e.meta.get("objective") for e in entries],
                              model_plan.config.render.best_grid)

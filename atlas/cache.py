@@ -228,9 +228,17 @@ class Cache:
         """What identifies the present entry's files (meta.json's and each asset's inode,
         size and mtime), or None if the entry is absent. A re-rendered or copied entry has
         another stamp, so a digest over stamps changes whenever an entry's content may."""
-        if key not in self._present and self.get(key) is None:
+        if key not in self._present and not self.has(key):
             return None
         return self._present[key]
+
+    def files_bytes(self, key: str) -> int | None:
+        """The bytes of a present entry's files (``meta.json`` aside), from its stamp:
+        no need to read the entry. None if the entry is absent."""
+        stamp = self.stamp(key)
+        if stamp is None:
+            return None
+        return sum(int(part.rsplit(":", 3)[2]) for part in stamp.split("/")[1:])
 
     # -- writing ----------------------------------------------------------------------
     def put(self, key: str, meta: dict[str, Any], files: dict[str, bytes] | None = None) -> Entry:

@@ -24,11 +24,9 @@ PHOTOS = "(photos)"
 def _cached_bytes(cache, jobs, force: bool) -> list[int | None]:
     """Each job's cached site bytes, None where the cache lacks it. With ``force`` the
     cache is not read for rendering, but its sizes are still the best projection."""
-    result = []
-    for job in jobs:
-        entry = cache.get(job.key)
-        result.append(None if entry is None else estimate.entry_bytes(entry.meta))
-    return result
+    # The sizes come from the entries' stamps (what estimate.entry_bytes sums from their
+    # meta.json): reading every entry would cost a no-op build more than a second.
+    return [cache.files_bytes(job.key) for job in jobs]
 
 
 def rows(

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import atlas.dataset as dataset
+import atlas.images as images
 from atlas.dataset import (
     Annotation,
     breed_from_filename,
@@ -212,7 +213,7 @@ def test_known_memo_avoids_decoding(salted: Path, monkeypatch: pytest.MonkeyPatc
     def explode(path: Path, **_: object) -> Image.Image:
         raise AssertionError(f"decoded {path} although its digest is known")
 
-    monkeypatch.setattr(dataset, "open_rgb", explode)
+    monkeypatch.setattr(images, "open_rgb", explode)  # the scan imports it when decoding
     again = scan_dataset(salted, None, known=known)
     assert again == first
 
@@ -277,4 +278,4 @@ def test_iter_batches_rejects_bad_sizes() -> None:
 def test_bad_image_error_is_what_load_raises(tmp_path: Path) -> None:
     (tmp_path / "pug_1.jpg").write_text("nope")
     with pytest.raises(BadImageError):
-        dataset.load_array(tmp_path / "pug_1.jpg", (8, 8))
+        images.load_array(tmp_path / "pug_1.jpg", (8, 8))

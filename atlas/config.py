@@ -52,6 +52,7 @@ class RenderSettings:
     activation_channels: int = 64
     top_k: int = 5
     gradcam_alpha: float = 0.4
+    scorecam_channels: int = 6
     seed: int = 0
     classic: dict[str, Any] = field(default_factory=dict)
     lucid: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +62,7 @@ class RenderSettings:
             "method": self.method, "units_per_layer": self.units_per_layer,
             "best_grid": self.best_grid, "activation_channels": self.activation_channels,
             "top_k": self.top_k, "gradcam_alpha": self.gradcam_alpha, "seed": self.seed,
+            "scorecam_channels": self.scorecam_channels,
             "classic": dict(sorted(self.classic.items())),
             "lucid": dict(sorted(self.lucid.items())),
         }
@@ -252,7 +254,7 @@ def _dataset(check: Checker, value: Any) -> DatasetConfig:
 def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> RenderSettings:
     data = check.mapping(value, path, ("method", "units_per_layer", "best_grid",
                                        "activation_channels", "top_k", "gradcam_alpha", "seed",
-                                       "classic", "lucid"))
+                                       "scorecam_channels", "classic", "lucid"))
     method = check.typed(data, "method", path, str, base.method)
     if "method" in data and method not in METHODS:
         check.problem(f"{path}.method", f"expected one of: {', '.join(METHODS)}; got {method!r}")
@@ -265,6 +267,8 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         top_k=check.typed(data, "top_k", path, int, base.top_k),
         gradcam_alpha=check.typed(data, "gradcam_alpha", path, float, base.gradcam_alpha),
         seed=check.typed(data, "seed", path, int, base.seed),
+        scorecam_channels=check.typed(data, "scorecam_channels", path, int,
+                                      base.scorecam_channels),
         classic={**base.classic, **_params(check, data, "classic", path)},
         lucid={**base.lucid, **_params(check, data, "lucid", path)},
     )
@@ -278,6 +282,8 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         check.problem(f"{path}.units_per_layer", "must be at least 1 (or left out for all)")
     if "gradcam_alpha" in data and not 0 <= settings.gradcam_alpha <= 1:
         check.problem(f"{path}.gradcam_alpha", "must be between 0 and 1")
+    if "scorecam_channels" in data and settings.scorecam_channels < 0:
+        check.problem(f"{path}.scorecam_channels", "must be at least 0 (0 leaves Score-CAM out)")
     return settings
 
 

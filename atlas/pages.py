@@ -15,7 +15,7 @@ from atlas import __version__, plan
 from atlas.charts import confusion_svg
 from atlas.dataset import breed_title
 from atlas.metrics import Prediction, is_breed_correct, pets_metrics
-from atlas.plan import PHOTO_SIDE, photo_job
+from atlas.plan import CAM_TITLES, PHOTO_SIDE, photo_job
 from atlas.site import Assets, Page, Slugs
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,12 @@ class ImageLayerView:
     heat: str | None  # Grad-CAM of the top-1 class
     heat_true: str | None  # Grad-CAM of the true breed's class, where it differs
     shape: tuple[int, int]
+    # the other CAM methods: method -> (map of the top-1 class, of the true class or None)
+    cams: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+    def cams_for(self, slot: int) -> dict[str, str | None]:
+        """The extra methods' maps of one class slot (0: top-1, 1: true class)."""
+        return {method: maps[slot] for method, maps in self.cams.items()}
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,8 @@ class ImageView:
     layers: list[ImageLayerView] = field(default_factory=list)
     cam_class: str = ""
     cam_true_class: str | None = None
+    cam_methods: tuple[str, ...] = ()  # the CAM methods this image's maps exist for
+    scorecam_channels: int = 0
 
     @property
     def top1_label(self) -> str:
@@ -262,6 +270,8 @@ def _add_image_layers(view: ImageView, entry, layers: list[LayerView], space,
     if classes and space is not None:
         view.cam_class = space.label(classes[0])
         view.cam_true_class = space.label(classes[1]) if len(classes) > 1 else None
+        view.cam_methods = ("gradcam", *entry.meta.get("method_peaks", {}))
+        view.scorecam_channels = int(entry.meta.get("scorecam_channels", 0))
     for layer_view in layers:
         i = layer_view.index
         view.layers.append(ImageLayerView(
@@ -270,6 +280,7 @@ def _add_image_layers(view: ImageView, entry, layers: list[LayerView], space,
             heat=assets.publish(entry, f"raw0_{i}.png"),
             heat_true=assets.publish(entry, f"raw1_{i}.png"),
             shape=tuple(entry.meta["shapes"][i]),
+            cams=_method_maps(entry, i, view.cam_methods[1:], assets),
         ))
 
 
@@ -380,6 +391,17 @@ def comparison(models: list[ModelView], context) -> dict:
     return {"photos": len(common), "rows": rows}
 
 
+def _method_maps(entry, index: int, methods, assets: Assets) -> dict:
+    """Each extra CAM method's published maps of one layer: (top-1 class, true class)."""
+    return {
+        method: (
+            assets.publish(entry, f"{method}0_{index}.png"),
+            assets.publish(entry, f"{method}1_{index}.png"),
+        )
+        for method in methods
+    }
+
+
 def _confusions(views: list[ImageView]) -> list[dict]:
     """Wrong top-1 classes per breed, most frequent first, with the images they came from."""
     groups: dict[tuple[str, str], list[ImageView]] = {}
@@ -473,6 +495,7 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
         "base_path": config.site.base_path,
         "timestamp": _timestamp() if config.site.timestamp else None,
         "jet": _jet_tables(),
+        "cam_titles": CAM_TITLES,
     }
     return pages, site
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 RENDERER_VERSION = {
     "facts": 2,
     "predict": 2,
-    "image": 4,
+    "image": 5,
     "photo": 1,
     "unit": 5,
     "grid": 2,
@@ -51,6 +51,15 @@ ENCODING: dict[str, dict[str, int]] = {
 }
 PHOTO_SIDE = 320  # the photo shown on image pages and under heat maps
 THUMB_SIDE = 112  # photo thumbnails in lists
+# The CAM methods in page order (names in file names and keys); "gradcam" is the map atlas
+# has always drawn. Titles are what pages call them.
+CAM_METHODS = ("gradcam", "gradcampp", "layercam", "scorecam")
+CAM_TITLES = {
+    "gradcam": "Grad-CAM",
+    "gradcampp": "Grad-CAM++",
+    "layercam": "LayerCAM",
+    "scorecam": "Score-CAM",
+}
 # Photos shown per unit, strongest first (each costs ~0.7 KB of a unit page + its map).
 EXEMPLARS = 3
 
@@ -179,6 +188,7 @@ def image_job(
             "alpha": render.gradcam_alpha,
             "second_class": second_class,
             "gradcam": gradcam,
+            "scorecam_channels": render.scorecam_channels,
             "photo_side": PHOTO_SIDE,
         },
     )

@@ -159,6 +159,7 @@ def test_click_through_keys_and_filter(browser, server):
     first_image = tab.path()
     tab.settle()
     tab.shot("image")
+    _switch_cam_methods(page)
     page.fill("input.filter", "conv_preds")
     assert page.locator(".layer-row:visible h3 a").all_inner_texts() == ["conv_preds"]
     page.fill("input.filter", "")
@@ -184,6 +185,29 @@ def test_click_through_keys_and_filter(browser, server):
         tab.shot(kind)
     assert tab.errors == []
     tab.close()
+
+
+def _switch_cam_methods(page) -> None:
+    """Each CAM method button swaps every overlay map in place: the page does not reload."""
+    page.evaluate("window.__same_page = true")
+    maps = page.locator("img.map[data-cam-gradcam]")
+    assert maps.count() > 0
+    buttons = page.locator(".cam-switch button")
+    assert buttons.all_inner_texts() == ["Grad-CAM", "Grad-CAM++", "LayerCAM", "Score-CAM"]
+    assert "Faster Score-CAM" in page.inner_text("main")
+    for method in ("gradcampp", "layercam", "scorecam", "gradcam"):
+        page.click(f".cam-switch button[data-cam='{method}']")
+        first = maps.first
+        wanted = first.get_attribute(f"data-cam-{method}")
+        assert first.evaluate("img => img.getAttribute('src')") == wanted
+        assert page.locator(f"button[data-cam='{method}']").get_attribute("aria-pressed") == "true"
+        page.wait_for_function(
+            "() => { const i = document.querySelector('img.map[data-cam-gradcam]');"
+            " return i.complete && i.naturalWidth > 0; }"
+        )
+    sources = {maps.first.get_attribute(f"data-cam-{m}") for m in ("gradcam", "scorecam")}
+    assert len(sources) == 2  # different files, not one map under four names
+    assert page.evaluate("window.__same_page === true")
 
 
 def test_missing_page_gets_the_404_page(browser, server):

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from atlas._tensorflow import keras, tf
+from atlas.render.cams import ScoreCam, gradient_cams
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class ImageMaps:
         channel_max, channel_mean: per layer (channels,) spatial max / mean of every channel.
         cams: per class slot, per layer (height, width) Grad-CAM maps (ReLU'd, unscaled).
         cam_classes: the class index of each slot.
+        method_cams: per CAM method (``cams.METHODS``), the same slots x layers of maps;
+            "gradcam" is ``cams`` itself.
     """
 
     logits: np.ndarray
@@ -39,6 +42,7 @@ class ImageMaps:
     channel_mean: list[np.ndarray]
     cams: list[list[np.ndarray]]
     cam_classes: list[int]
+    method_cams: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
 
 
 class MapRenderer:
@@ -48,19 +52,33 @@ class MapRenderer:
         model: inputs -> [each selected layer's output..., logits].
         preprocess: raw RGB pixels in [0, 255] -> the model's input.
         keep_channels: how many channels of each layer's maps to return.
+        score_channels: Score-CAM's ``k`` (Faster Score-CAM's channels per layer and
+            image); 0 leaves Score-CAM out.
     """
 
-    def __init__(self, model: keras.Model, preprocess: Callable, keep_channels: int,
-                 gradcam: bool = True):
+    def __init__(
+        self,
+        model: keras.Model,
+        preprocess: Callable,
+        keep_channels: int,
+        gradcam: bool = True,
+        score_channels: int = 0,
+    ):
         self.model = model
         self.preprocess = preprocess
         self.keep_channels = keep_channels
         self.gradcam = gradcam
-        self._step = tf.function(self._pass if gradcam else self._features_pass,
-                                 reduce_retracing=True)
+        self._step = tf.function(
+            self._pass if gradcam else self._features_pass, reduce_retracing=True
+        )
+        self._score = None
+        if gradcam and score_channels > 0:
+            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+            classify = keras.Model(inputs, model.outputs[-1])
+            self._score = ScoreCam(classify, score_channels)
 
     def _features_pass(self, images: tf.Tensor, second: tf.Tensor):
-        """Activations and statistics only: a model without classes has no Grad-CAM."""
+        """Activations and statistics only: a model without classes has no CAMs."""
         outputs = self.model(self.preprocess(images), training=False)
         features = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
         kept = [f[..., : self.keep_channels] for f in features]
@@ -68,30 +86,31 @@ class MapRenderer:
         means = [tf.reduce_mean(f, axis=(1, 2)) for f in features]
         empty = tf.zeros((tf.shape(images)[0], 0))
         none = tf.fill([tf.shape(images)[0]], -1)
-        return empty, kept, maxima, means, [], none, none
+        return empty, kept, maxima, means, {"gradcam": []}, none, none, empty, []
 
     def _pass(self, images: tf.Tensor, second: tf.Tensor):
+        inputs = self.preprocess(images)
         with tf.GradientTape(persistent=True) as tape:
-            outputs = self.model(self.preprocess(images), training=False)
+            outputs = self.model(inputs, training=False)
             features, logits = list(outputs[:-1]), outputs[-1]
             top1 = tf.argmax(logits, axis=-1, output_type=tf.int32)
             # -1 means "no second class": reuse the top-1 so the pass stays uniform
             second = tf.where(second < 0, top1, second)
             top_score = tf.reduce_sum(tf.gather(logits, top1, batch_dims=1))
             second_score = tf.reduce_sum(tf.gather(logits, second, batch_dims=1))
-        cams = []
+        # cams[method][slot][layer]: every gradient method from one backward pass per slot
+        cams = {}
         for score in (top_score, second_score):
             gradients = tape.gradient(score, features)
-            slot = []
-            for feature, gradient in zip(features, gradients, strict=True):
-                weights = tf.reduce_mean(gradient, axis=(1, 2))  # (n, channels)
-                slot.append(tf.nn.relu(tf.einsum("nhwc,nc->nhw", feature, weights)))
-            cams.append(slot)
+            per_layer = [gradient_cams(f, g) for f, g in zip(features, gradients, strict=True)]
+            for method in per_layer[0] if per_layer else ():
+                cams.setdefault(method, []).append([maps[method] for maps in per_layer])
         del tape
         kept = [f[..., : self.keep_channels] for f in features]
         maxima = [tf.reduce_max(f, axis=(1, 2)) for f in features]
         means = [tf.reduce_mean(f, axis=(1, 2)) for f in features]
-        return logits, kept, maxima, means, cams, top1, second
+        full = features if self._score is not None else []
+        return logits, kept, maxima, means, cams, top1, second, inputs, full
 
     def run(
         self, images: np.ndarray, second_classes: Sequence[int] | None = None
@@ -108,23 +127,30 @@ class MapRenderer:
             if second_classes is None
             else np.asarray(second_classes, np.int32)
         )
-        logits, kept, maxima, means, cams, top1, second_used = self._step(
+        logits, kept, maxima, means, cams, top1, second_used, inputs, full = self._step(
             tf.constant(images, tf.float32), tf.constant(second)
         )
         logits = logits.numpy()
         kept = [k.numpy() for k in kept]
         maxima = [m.numpy() for m in maxima]
         means = [m.numpy() for m in means]
-        cams = [[c.numpy() for c in slot] for slot in cams]
+        cams = {m: [[c.numpy() for c in slot] for slot in slots] for m, slots in cams.items()}
         top1, second_used = top1.numpy(), second_used.numpy()
+        if self._score is not None:
+            classes = np.stack([top1, second_used], axis=1)
+            per_layer = self._score.run(inputs.numpy(), [f.numpy() for f in full], classes)
+            cams["scorecam"] = [[layer[slot] for layer in per_layer] for slot in (0, 1)]
         return [
             ImageMaps(
                 logits=logits[i],
                 activations=[k[i] for k in kept],
                 channel_max=[m[i] for m in maxima],
                 channel_mean=[m[i] for m in means],
-                cams=[[c[i] for c in slot] for slot in cams],
+                cams=[[c[i] for c in slot] for slot in cams["gradcam"]],
                 cam_classes=[int(top1[i]), int(second_used[i])] if self.gradcam else [],
+                method_cams={
+                    m: [[c[i] for c in slot] for slot in slots] for m, slots in cams.items()
+                },
             )
             for i in range(count)
         ]

@@ -97,7 +97,13 @@ def run_images(
     render = loaded.config.render
     gradcam = all(job.extra.get("gradcam", True) for job in jobs)
     model = loaded.graph.submodel(loaded.unit_tensors(layers), with_logits=gradcam)
-    renderer = MapRenderer(model, loaded.preprocess, render.activation_channels, gradcam=gradcam)
+    renderer = MapRenderer(
+        model,
+        loaded.preprocess,
+        render.activation_channels,
+        gradcam=gradcam,
+        score_channels=render.scorecam_channels,
+    )
     by_image = {job.image: job for job in jobs}
     wanted = [images[name] for name in by_image]
     for batch_images, batch in iter_batches(wanted, loaded.input_size, batch_size=BATCH):
@@ -123,7 +129,8 @@ def _image_assets(
     """Per layer: the activation grid (WebP) and each Grad-CAM map as a grey PNG at the
     layer's own resolution, scaled by its peak (kept in ``cam_peaks``). The site blends
     the maps over the photo with jet at ``gradcam_alpha``: a few hundred bytes per map
-    instead of a JPEG overlay each."""
+    instead of a JPEG overlay each. The other CAM methods' maps are ``{method}{slot}_{i}.png``
+    with their peaks in ``method_peaks``."""
     start = time.perf_counter()
     files: dict[str, bytes] = {}
     second_differs = len(maps.cam_classes) == 2 and maps.cam_classes[1] != maps.cam_classes[0]
@@ -142,9 +149,20 @@ def _image_assets(
             cam = maps.cams[slot][index]
             cam_peaks[slot].append(round(float(cam.max()), 6))
             files[f"raw{slot}_{index}.png"] = encode_png(draw.map_to_png_array(cam))
+    method_peaks = {}
+    for method, per_slot in maps.method_cams.items():
+        if method == "gradcam":
+            continue
+        method_peaks[method] = [[] for _ in slots]
+        for slot in slots:
+            for index, cam in enumerate(per_slot[slot]):
+                method_peaks[method][slot].append(round(float(cam.max()), 6))
+                files[f"{method}{slot}_{index}.png"] = encode_png(draw.map_to_png_array(cam))
     meta = {
         "cam_classes": maps.cam_classes if second_differs else maps.cam_classes[:1],
         "cam_peaks": cam_peaks,
+        "method_peaks": method_peaks,
+        "scorecam_channels": render.scorecam_channels if "scorecam" in method_peaks else 0,
         "top": [int(i) for i in np.argsort(-maps.logits, kind="stable")[:5]]
         if maps.logits.size else [],
         "channel_max": [_round(m) for m in maps.channel_max],

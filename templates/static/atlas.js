@@ -50,6 +50,33 @@
     });
   });
 
+  // CAM method buttons: every overlay map carries data-cam-<method> URLs; switching only
+  // changes their src, so the page never reloads. The choice is kept for the next page.
+  var camButtons = document.querySelectorAll(".cam-switch button[data-cam]");
+  function showCam(method) {
+    var found = false;
+    camButtons.forEach(function (b) { if (b.dataset.cam === method) { found = true; } });
+    if (!found) { return; }
+    camButtons.forEach(function (b) {
+      b.setAttribute("aria-pressed", b.dataset.cam === method ? "true" : "false");
+    });
+    var key = "cam" + method.charAt(0).toUpperCase() + method.slice(1);
+    document.querySelectorAll("img.map[data-cam-gradcam]").forEach(function (img) {
+      var src = img.dataset[key];
+      img.classList.toggle("hidden", !src);
+      if (src) { img.src = src; }
+    });
+    try { window.sessionStorage.setItem("atlas-cam", method); } catch (e) { /* file:// */ }
+  }
+  camButtons.forEach(function (button) {
+    button.addEventListener("click", function () { showCam(button.dataset.cam); });
+  });
+  if (camButtons.length) {
+    var kept = null;
+    try { kept = window.sessionStorage.getItem("atlas-cam"); } catch (e) { kept = null; }
+    if (kept && kept !== "gradcam") { showCam(kept); }
+  }
+
   // Predictions table: breed and "mistakes only" filters.
   var breed = document.querySelector("select.breed-filter");
   var wrong = document.querySelector("input.wrong-only");

@@ -1,0 +1,159 @@
+"""Class activation maps: Grad-CAM, Grad-CAM++, LayerCAM and (Faster) Score-CAM.
+
+The three gradient methods share one backward pass: each is a different weighting of the
+same feature maps ``A`` (n, h, w, c) and gradients ``g = dS/dA`` of a class score ``S``
+(the pre-softmax logit). The formulas follow tf-keras-vis (``gradcam.py``,
+``gradcam_plus_plus.py``, ``layercam.py``), which the tests compare against:
+
+- Grad-CAM (Selvaraju et al. 2017): ``relu(sum_c mean_hw(g_c) A_c)``;
+- Grad-CAM++ (Chattopadhay et al. 2018) with the exponential-score closed form:
+  ``alpha = g^2 / (2 g^2 + g^3 sum_hw(A))``, normalised to sum 1 over space per channel
+  (as tf-keras-vis does), ``w_c = sum_hw(alpha relu(g))``, ``relu(sum_c w_c A_c)``; the
+  factor ``exp(S)`` of the closed form scales a whole map and is left out (maps are shown
+  scaled to their peak, and ``exp`` of a logit overflows);
+- LayerCAM (Jiang et al. 2021): ``relu(sum_c relu(g_c) * A_c)``, weights per position.
+
+Score-CAM (Wang et al. 2020) needs no gradient but a forward pass per channel: each
+channel, upsampled to the input and scaled to [0, 1], masks the (preprocessed) input, and
+its weight is the class probability of the masked input. Faster Score-CAM keeps only the
+``k`` channels whose maps vary most (standard deviation over space), which is how atlas
+caps its cost; the page says so with ``k``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from atlas._tensorflow import tf
+from atlas.plan import CAM_METHODS
+
+log = logging.getLogger(__name__)
+
+METHODS = CAM_METHODS
+GRADIENT_METHODS = METHODS[:3]
+# Masked inputs per forward pass of Score-CAM (padded to this size: one trace).
+SCORE_BATCH = 256
+DEFAULT_CHANNELS = 6  # render.scorecam_channels; see BENCHMARKS.md for its cost
+
+
+def gradient_cams(feature: tf.Tensor, gradient: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Grad-CAM, Grad-CAM++ and LayerCAM of one layer: (n, h, w) each, ReLU'd, unscaled.
+
+    Args:
+        feature: the layer's output ``A``, (n, h, w, c).
+        gradient: ``dS/dA`` of each image's class score, same shape.
+    """
+    weights = tf.reduce_mean(gradient, axis=(1, 2))
+    gradcam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", feature, weights))
+    squared = tf.square(gradient)
+    cubed = squared * gradient
+    total = tf.reduce_sum(feature, axis=(1, 2), keepdims=True)
+    denominator = 2.0 * squared + cubed * total
+    denominator += tf.cast(squared == 0.0, denominator.dtype)  # alpha = 0 where g = 0
+    alphas = squared / denominator
+    norm = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
+    alphas /= norm + tf.cast(norm == 0.0, norm.dtype)
+    plus_weights = tf.reduce_sum(alphas * tf.nn.relu(gradient), axis=(1, 2))
+    gradcampp = tf.nn.relu(tf.einsum("nhwc,nc->nhw", feature, plus_weights))
+    layercam = tf.nn.relu(tf.reduce_sum(feature * tf.nn.relu(gradient), axis=-1))
+    return {"gradcam": gradcam, "gradcampp": gradcampp, "layercam": layercam}
+
+
+def top_variance_channels(feature: np.ndarray, k: int) -> np.ndarray:
+    """Per image, the ``k`` channels whose maps have the largest standard deviation
+    (Faster Score-CAM), highest first: (n, k) indices. Ties go to the lower channel."""
+    spread = feature.reshape(feature.shape[0], -1, feature.shape[-1]).std(axis=1)
+    k = min(k, feature.shape[-1])
+    return np.argsort(-spread, axis=1, kind="stable")[:, :k]
+
+
+def upsample_masks(maps: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Channel maps (n, h, w, k) -> masks (n, H, W, k) in [0, 1]: bilinear with aligned
+    corners (as scipy's ``zoom(order=1)`` in tf-keras-vis), then min-max per channel."""
+    resized = tf.raw_ops.ResizeBilinear(
+        images=maps, size=list(size), align_corners=True, half_pixel_centers=False
+    )
+    low = tf.reduce_min(resized, axis=(1, 2), keepdims=True)
+    high = tf.reduce_max(resized, axis=(1, 2), keepdims=True)
+    return (resized - low) / (high - low + 1e-7)
+
+
+class ScoreCam:
+    """Faster Score-CAM for every layer of a batch: the masked inputs of all layers and
+    images go through the classifier in fixed-size batches (traced once).
+
+    Args:
+        classify: preprocessed input -> logits (a Keras model or any callable).
+        channels: ``k``, the channels kept per image and layer.
+    """
+
+    def __init__(self, classify: Callable, channels: int):
+        self.channels = channels
+        self._forward = tf.function(
+            lambda x: tf.nn.softmax(classify(x, training=False), axis=-1),
+            reduce_retracing=True,
+        )
+
+    def run(
+        self, inputs: np.ndarray, features: Sequence[np.ndarray], classes: np.ndarray
+    ) -> list[np.ndarray]:
+        """Score-CAM maps, (slots, n, h, w) per layer, ReLU'd and unscaled.
+
+        Args:
+            inputs: the preprocessed batch (n, H, W, 3) the model was given.
+            features: per layer, that layer's output (n, h, w, c).
+            classes: (n, slots) the class index each map slot explains.
+        """
+        count, size = inputs.shape[0], inputs.shape[1:3]
+        pixels = tf.constant(inputs, tf.float32)[:, None]  # (n, 1, H, W, 3)
+        feed = _Feed(self._forward)
+        plan = []
+        for feature in features:
+            chosen = top_variance_channels(feature, self.channels)
+            maps = np.take_along_axis(feature, chosen[:, None, None, :], axis=-1)
+            masks = upsample_masks(tf.constant(maps, tf.float32), size)  # (n, H, W, k)
+            # (n, k, H, W, 1) * (n, 1, H, W, 3): one masked copy per image and channel
+            masked = tf.transpose(masks, (0, 3, 1, 2))[..., None] * pixels
+            feed.add(tf.reshape(masked, (-1, *inputs.shape[1:])))
+            plan.append((maps, chosen.shape[1]))
+        probabilities = feed.finish()
+        results, offset = [], 0
+        for maps, k in plan:
+            block = probabilities[offset : offset + count * k].reshape(count, k, -1)
+            offset += count * k
+            # weights (n, k, slots): each masked input's probability of each slot's class
+            weights = np.take_along_axis(block, classes[:, None, :], axis=-1)
+            cams = np.maximum(np.einsum("nhwk,nks->snhw", maps, weights, optimize=True), 0.0)
+            results.append(cams.astype(np.float32))
+        return results
+
+
+class _Feed:
+    """Masked inputs in, class probabilities out, through full batches of SCORE_BATCH
+    (the last one padded) so that memory stays bounded and the function is traced once."""
+
+    def __init__(self, forward: Callable):
+        self._forward = forward
+        self._pending: list[tf.Tensor] = []
+        self._outputs: list[np.ndarray] = []
+
+    def add(self, batch: tf.Tensor) -> None:
+        self._pending.append(batch)
+        while sum(int(p.shape[0]) for p in self._pending) >= SCORE_BATCH:
+            joined = tf.concat(self._pending, axis=0)
+            self._run(joined[:SCORE_BATCH])
+            self._pending = [joined[SCORE_BATCH:]]
+
+    def finish(self) -> np.ndarray:
+        rest = tf.concat(self._pending, axis=0) if self._pending else None
+        if rest is not None and rest.shape[0]:
+            filled = int(rest.shape[0])
+            padding = tf.zeros((SCORE_BATCH - filled, *rest.shape[1:]), rest.dtype)
+            self._run(tf.concat([rest, padding], axis=0), keep=filled)
+        return np.concatenate(self._outputs) if self._outputs else np.zeros((0, 0), np.float32)
+
+    def _run(self, batch: tf.Tensor, keep: int = SCORE_BATCH) -> None:
+        self._outputs.append(self._forward(batch).numpy()[:keep])

@@ -337,6 +337,10 @@ class Cache:
         except CacheError as error:
             log.warning("cannot save %s: %s", name, error)
 
+    def remove_all(self) -> None:
+        """Delete the whole cache folder."""
+        shutil.rmtree(self.root)
+
     # -- maintenance ------------------------------------------------------------------
     def keys(self) -> list[str]:
         if not self.root.is_dir():
@@ -372,7 +376,11 @@ def _stamp(folder: str, names: list[str]) -> str:
 
 
 def open_cache(location: Path | str) -> Cache:
-    """The cache at a folder."""
+    """The cache at a folder, or at an fsspec URL (``s3://...``: :mod:`atlas.remote_cache`)."""
+    if isinstance(location, str) and "://" in location:
+        from atlas.remote_cache import RemoteCache
+
+        return RemoteCache(location)
     return Cache(Path(location))
 
 

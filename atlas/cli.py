@@ -184,8 +184,10 @@ def _clean(args: argparse.Namespace) -> int:
             shutil.rmtree(output)
             print(f"removed {output}")
     if args.cache or both:
-        if config.cache.exists():
-            shutil.rmtree(config.cache)
+        from atlas.cache import open_cache
+
+        if isinstance(config.cache, str) or config.cache.exists():  # str: a URL
+            open_cache(config.cache).remove_all()
             print(f"removed {config.cache}")
     return EXIT_OK
 

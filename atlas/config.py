@@ -119,7 +119,7 @@ class SiteConfig:
 class Config:
     path: Path
     site: SiteConfig
-    cache: Path
+    cache: Path | str  # a folder, or an fsspec URL such as s3://bucket/atlas-cache
     dataset: DatasetConfig
     models: tuple[ModelConfig, ...]
 
@@ -163,12 +163,13 @@ def load_config(path: Path | str) -> Config:
                           source=str(path))
     check.mapping(data, "", ("site", "cache", "dataset", "render", "models"))
     site = _site(check, data.get("site"))
-    cache = check.resolve(check.typed(data, "cache", "", str, ".atlas-cache"), "cache")
+    cache = _cache(check, check.typed(data, "cache", "", str, ".atlas-cache"))
     dataset = _dataset(check, data.get("dataset"))
     render = _render(check, data.get("render"), "render", RenderSettings())
     models = _models(check, data.get("models"), render)
     if not any(key.startswith("site.output") for key, _ in check.problems):
-        _check_output(check, site.output, path.resolve().parent, cache)
+        _check_output(check, site.output, path.resolve().parent,
+                      cache if isinstance(cache, Path) else None)
     if check.problems:
         raise ConfigError(check.problems, source=str(path))
     return Config(path=path.resolve(), site=site, cache=cache, dataset=dataset, models=models)
@@ -201,6 +202,15 @@ def _max_size(check: Checker, value: Any) -> int:
     if size <= 0:
         check.problem("site.max_size", f"must be more than 0, got {value!r}")
     return size
+
+
+def _cache(check: Checker, value: str) -> Path | str | None:
+    """A folder (relative to the config file) or an fsspec URL, kept as written."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+        if value.split("://", 1)[1].strip("/") == "":
+            check.problem("cache", f"{value!r} names no bucket or folder")
+        return value.rstrip("/")
+    return check.resolve(value, "cache")
 
 
 def _check_output(check: Checker, output: Path, project: Path, cache: Path | None) -> None:

@@ -204,20 +204,23 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
     measured = estimate.Throughput({})
     run = _executor(context, models, options, measured)
     # Time not taken by a render stage within is spent reading and checking the cache.
-    with timer.stage("cache checks"):
-        tasks = distribute.phase_one_tasks(context, missing, options.max_steps)
-        if options.shard is not None:
-            index, count = options.shard
-            tasks = distribute.shard_share(context, tasks, index, count, throughput)
-            log.info("shard %d/%d: %d of the missing tasks", index, count, len(tasks))
-        run(tasks)
-        if options.shard is None:
-            for model_plan in context.models:
-                run(distribute.exemplar_tasks(model_plan, _exemplar_jobs(model_plan, context,
-                                                                         missing),
-                                              {i.name: i for i in context.scan.images}))
-                with timer.stage("render grids"):
-                    _render_grids(model_plan, context, options)
+    try:
+        with timer.stage("cache checks"):
+            tasks = distribute.phase_one_tasks(context, missing, options.max_steps)
+            if options.shard is not None:
+                index, count = options.shard
+                tasks = distribute.shard_share(context, tasks, index, count, throughput)
+                log.info("shard %d/%d: %d of the missing tasks", index, count, len(tasks))
+            run(tasks)
+            if options.shard is None:
+                images = {image.name: image for image in context.scan.images}
+                for model_plan in context.models:
+                    jobs = _exemplar_jobs(model_plan, context, missing)
+                    run(distribute.exemplar_tasks(model_plan, jobs, images))
+                    with timer.stage("render grids"):
+                        _render_grids(model_plan, context, options)
+    finally:
+        run.close()
     if measured.kinds:  # a build that rendered nothing measured nothing
         _save_throughput(cache, throughput.updated(measured))
     if options.shard is not None:
@@ -254,24 +257,26 @@ def peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux counts kilobytes
 
 
-def _executor(context: BuildContext, models: _Models, options: BuildOptions, throughput
-              ) -> Callable[[list], None]:
-    """Runs tasks here, or on the Dask scheduler of ``--scheduler``."""
+def _executor(context: BuildContext, models: _Models, options: BuildOptions, measured):
+    """Runs tasks here, or on the Dask scheduler of ``--scheduler``; has ``close()``."""
     from atlas import distribute
 
     def count(kind: str, n: int) -> None:
         _count(context, kind, True, n)
 
     if options.scheduler:
-        from atlas import dask_executor
+        from atlas.dask_executor import DaskExecutor
 
-        return lambda tasks: dask_executor.run_dask(
-            tasks, options.scheduler, context.config.cache, count, options.progress,
-            context.timer)
+        def record(task, seconds: float) -> None:
+            for name in [task.kind] + ([f"{task.kind}:{task.model.id}"] if task.model else []):
+                measured.record(name, seconds, task.gflop, len(task.jobs))
+
+        return DaskExecutor(options.scheduler, context.config.cache, count, options.progress,
+                            context.timer, record)
     runner = distribute.LocalRun(cache=context.cache, get_model=models.get,
                                  timer=context.timer, count=count,
-                                 progress=options.progress, throughput=throughput)
-    return lambda tasks: distribute.run_local(tasks, runner)
+                                 progress=options.progress, throughput=measured)
+    return distribute.LocalExecutor(runner)
 
 
 def _save_throughput(cache: Cache, throughput) -> None:

@@ -199,6 +199,19 @@ class LocalRun:
     throughput: estimate.Throughput = field(default_factory=lambda: estimate.Throughput({}))
 
 
+class LocalExecutor:
+    """Runs tasks in this process (see :func:`run_local`)."""
+
+    def __init__(self, runner: LocalRun):
+        self.runner = runner
+
+    def __call__(self, tasks: Sequence[Task]) -> None:
+        run_local(tasks, self.runner)
+
+    def close(self) -> None:
+        pass
+
+
 def run_local(tasks: Sequence[Task], runner: LocalRun) -> None:
     """Run tasks here, in order, a progress bar per consecutive model and kind."""
     for _, group in itertools.groupby(tasks, key=lambda task: task.label):

@@ -127,9 +127,30 @@ class RemoteCache(Cache):
         return Cache.put(self, key, meta, files)  # into the mirror only
 
     def has(self, key: str) -> bool:
-        """Whether the entry exists: in the mirror, or its manifest in the store (listed
-        once per cache object; the files are downloaded when the entry is read)."""
-        return Cache.get(self, key) is not None or self._listing_has(key)
+        """Whether the entry exists: its manifest in the store (listed once per cache
+        object; the files are downloaded when the entry is read), or a sound mirror copy."""
+        return self._listing_has(key) or Cache.get(self, key) is not None
+
+    def stamp(self, key: str) -> str | None:
+        """The mirror copy's stamp (see :meth:`Cache.stamp`), downloading the entry first."""
+        if key not in self._present and self.get(key) is None:
+            return None
+        return self._present.get(key)
+
+    def read_memo(self, name: str) -> dict:
+        """Memos (scan, site manifest) are per machine: in the mirror."""
+        data = Cache.read_aux(self, name)
+        try:
+            memo = json.loads(data) if data is not None else {}
+        except ValueError:
+            return {}
+        return memo if isinstance(memo, dict) else {}
+
+    def write_memo(self, name: str, memo: dict) -> None:
+        try:
+            Cache.write_aux(self, name, json.dumps(memo, sort_keys=True).encode("utf-8"))
+        except CacheError as error:
+            log.warning("cannot save %s: %s", name, error)
 
     def _listing_has(self, key: str) -> bool:
         if self._listed is None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atlas import checks, plan
+from atlas import checks, plan, resources
 from atlas.breeds import BreedMap, load_breeds, load_class_index
 from atlas.cache import Cache, make_key, open_cache
 from atlas.config import Config, ModelConfig, load_config
@@ -152,6 +152,7 @@ def build(config_path: Path | str, options: BuildOptions = BuildOptions()) -> Bu
     timer = StageTimer()
     with timer.stage("config"):
         config = load_config(config_path)
+        resources.templates()  # a broken installation fails before anything is rendered
     cache = open_cache(config.cache)
     cache.lock(options.wait, shared=options.shard is not None)
     try:
@@ -227,9 +228,8 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
         return _report(None, 0, 0, context, timer)
     with timer.stage("pages"):
         from atlas.manifest import inputs_digest
-        from atlas.site import PACKAGE_TEMPLATES
 
-        written = write_site(context, inputs_digest(context, PACKAGE_TEMPLATES))
+        written = write_site(context, inputs_digest(context, resources.templates()))
     if options.prune:
         keep = _referenced_keys(context)
         removed, freed = cache.prune(keep)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas.errors import CacheError
+from atlas.folders import mark_cache
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class Cache:
         """
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            mark_cache(self.root)  # atlas clean removes only marked caches
             handle = open(self.root / LOCK, "a+")  # noqa: SIM115 - held for the build
         except OSError as error:
             raise _os_error(self.root, error) from None

@@ -214,7 +214,9 @@ def template_files(folder: Path | None, package: Path | None = None) -> list[Fin
     if folder is None:
         return []
     if package is None:
-        from atlas.site import PACKAGE_TEMPLATES as package
+        from atlas import resources
+
+        package = resources.templates()
     ours = _files(package)
     theirs = _files(folder)
     texts = {**{n: _text(package / n) for n in ours}, **{n: _text(folder / n) for n in theirs}}

@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--bind", default="127.0.0.1", help="address (default 127.0.0.1)")
 
+    new = commands.add_parser("new", help="start a new atlas project in a folder")
+    new.add_argument("folder", type=Path, help="the project folder (created if missing)")
+    new.add_argument("--copy-data", action="store_true",
+                     help="copy the default data (12 MB) instead of using atlas's own copy")
+    new.add_argument("--force", action="store_true",
+                     help="add the files to a folder that is not empty (never overwrites)")
+
     fetch = commands.add_parser("fetch-data", help="download the full Oxford-IIIT Pet dataset")
     fetch.add_argument("-c", "--config", default=None, type=Path,
                        help="take the folder from dataset.fetch_to of this config")
@@ -169,25 +176,25 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _clean(args: argparse.Namespace) -> int:
-    import shutil
-
+    from atlas import folders
     from atlas.config import load_config
-    from atlas.site import MARKER
 
-    config = load_config(args.config)
+    config = load_config(args.config)  # refuses folders atlas did not make (exit 2)
     both = not args.site and not args.cache
-    if args.site or both:
-        output = config.site.output
-        if output.exists():
-            if not (output / MARKER).exists():
-                raise AtlasError(f"refusing to delete {output}: it was not made by atlas")
-            shutil.rmtree(output)
-            print(f"removed {output}")
-    if args.cache or both:
+    if (args.site or both) and config.site.output.exists():
+        folders.remove_site(config.site.output)
+        print(f"removed {config.site.output}")
+    if (args.cache or both) and isinstance(config.cache, str):  # a URL: the store's own
         from atlas.cache import open_cache
 
-        if isinstance(config.cache, str) or config.cache.exists():  # str: a URL
-            open_cache(config.cache).remove_all()
+        open_cache(config.cache).remove_all()
+        print(f"removed {config.cache}")
+    elif (args.cache or both) and config.cache.exists():
+        kept = folders.clean_cache(config.cache)
+        if kept:
+            print(f"removed atlas's entries from {config.cache}; kept {len(kept)} file(s) "
+                  f"atlas did not write, e.g. {kept[0].name}")
+        else:
             print(f"removed {config.cache}")
     return EXIT_OK
 
@@ -198,6 +205,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     serve(config.site.output, args.bind, args.port)
+    return EXIT_OK
+
+
+def _new(args: argparse.Namespace) -> int:
+    from atlas.scaffold import new_project
+
+    made = new_project(args.folder, copy_data=args.copy_data, force=args.force)
+    for path in made.kept:
+        print(f"kept {path} (it exists)")
+    print(f"created {made.folder} ({len(made.written)} files); next: cd {made.folder} && "
+          "atlas build")
     return EXIT_OK
 
 
@@ -217,7 +235,8 @@ def _fetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"build": _build, "plan": _plan, "clean": _clean, "serve": _serve, "fetch-data": _fetch}
+_COMMANDS = {"build": _build, "plan": _plan, "clean": _clean, "serve": _serve,
+             "fetch-data": _fetch, "new": _new}
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

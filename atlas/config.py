@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from atlas.errors import ConfigError
+from atlas.folders import CACHE_MARKER, SITE_MARKER, folder_problem
 from atlas.render.settings import ClassicParams, LucidParams
 from atlas.schema import Checker, KeyLines, kind_of, lookup, why
 
@@ -167,7 +168,7 @@ def load_config(path: Path | str) -> Config:
     dataset = _dataset(check, data.get("dataset"))
     render = _render(check, data.get("render"), "render", RenderSettings())
     models = _models(check, data.get("models"), render)
-    if not any(key.startswith("site.output") for key, _ in check.problems):
+    if not any(key.startswith(("site.output", "cache")) for key, _ in check.problems):
         _check_output(check, site.output, path.resolve().parent,
                       cache if isinstance(cache, Path) else None)
     if check.problems:
@@ -214,20 +215,21 @@ def _cache(check: Checker, value: str) -> Path | str | None:
 
 
 def _check_output(check: Checker, output: Path, project: Path, cache: Path | None) -> None:
-    home = Path.home().resolve()
-    forbidden = {Path("/"): "the file-system root", home: "your home folder",
-                 project: "the project folder (the folder of the config file)"}
-    if output in forbidden:
-        check.problem("site.output", f"refusing to use {forbidden[output]} ({output}) as the "
-                      "output folder: atlas replaces the whole folder on every build")
-    elif cache is not None and (output in cache.parents or output == cache):
+    """The two folders atlas writes: never a user's folder (see atlas.folders), never
+    one inside the other."""
+    output_problem = folder_problem("site.output", output, project, SITE_MARKER)
+    cache_problem = None if cache is None else folder_problem("cache", cache, project,
+                                                              CACHE_MARKER)
+    if output_problem:
+        check.problem("site.output", output_problem)
+    if cache_problem:
+        check.problem("cache", cache_problem)
+    if output_problem or cache_problem or cache is None:
+        return
+    if output in cache.parents or output == cache:
         check.problem("site.output", "the output folder must not contain the cache folder")
-    else:
-        found, folder, error = lookup(output)
-        if error:
-            check.problem("site.output", f"cannot use {output}: {error}")
-        elif found and not folder:
-            check.problem("site.output", f"{output} exists and is not a folder")
+    elif cache in output.parents:
+        check.problem("site.output", "the output folder must not be inside the cache folder")
 
 
 def _dataset(check: Checker, value: Any) -> DatasetConfig:

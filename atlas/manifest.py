@@ -25,11 +25,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from atlas.folders import SITE_MARKER
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 ASSETS = "assets/"  # content-addressed files, hard-linked from the cache
-MARKER = ".atlas-site"  # the sign that atlas made (and may replace) a folder
+MARKER = SITE_MARKER  # the sign that atlas made (and may replace) a folder
 # In the cache, not in the site: the manifest holds inodes, and two builds of the same
 # inputs must give byte-identical sites. Output folder -> its manifest.
 MEMO = "site-manifest.json"

@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from atlas import resources
+from atlas.errors import AtlasError
+
 
 class KeyLines:
     """Key path -> YAML line number, from the composed node tree."""
@@ -104,9 +107,21 @@ class Checker:
         return value
 
     def resolve(self, value: str, where: str) -> Path | None:
-        """``value`` relative to the config's folder, or None (a problem) if unusable."""
+        """``value`` relative to the config's folder, or None (a problem) if unusable.
+
+        ``atlas:REL`` names REL in the default site shipped with atlas (read-only: refused
+        for the folders atlas writes, ``site.output``, ``cache`` and ``*.fetch_to``).
+        """
         try:
+            if resources.is_shipped(value):
+                if where in ("site.output", "cache") or where.endswith("fetch_to"):
+                    self.problem(where, f"{value!r}: atlas: paths name atlas's own read-only "
+                                 "files; atlas cannot write there")
+                    return None
+                return resources.shipped_path(value).resolve()
             return (self.root / Path(value).expanduser()).resolve()
+        except AtlasError as error:  # a broken installation without its default site
+            self.problem(where, str(error))
         except RuntimeError:  # "~user" of an unknown user
             self.problem(where, f"cannot expand {value!r}: no such user")
         except (OSError, ValueError) as error:  # e.g. an embedded NUL character

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from atlas import manifest
+from atlas import manifest, resources
 from atlas.cache import Entry
 from atlas.errors import AtlasError
 from atlas.manifest import MARKER
@@ -28,8 +28,6 @@ if TYPE_CHECKING:  # jinja2 and Pillow load only when pages are written
     import jinja2
 
 log = logging.getLogger(__name__)
-
-PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 class Slugs:
@@ -135,7 +133,7 @@ def environment(user_templates: Path | None) -> jinja2.Environment:
     import jinja2
 
     loaders = [jinja2.FileSystemLoader(str(user_templates))] if user_templates else []
-    loaders.append(jinja2.FileSystemLoader(str(PACKAGE_TEMPLATES)))
+    loaders.append(jinja2.FileSystemLoader(str(resources.templates())))
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,  # every name that reaches HTML comes from users or datasets
@@ -217,7 +215,7 @@ def publish_files(assets: Assets, target: Path) -> None:
 def copy_static(user_templates: Path | None, target: Path) -> int:
     """Copy the static files (atlas's, then the user's over them); returns their bytes."""
     static = target / "static"
-    shutil.copytree(PACKAGE_TEMPLATES / "static", static)
+    shutil.copytree(resources.templates() / "static", static)
     if user_templates and (user_templates / "static").is_dir():
         shutil.copytree(user_templates / "static", static, dirs_exist_ok=True)
     return folder_size(static)

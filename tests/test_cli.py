@@ -91,6 +91,7 @@ def test_clean_removes_site_then_cache(small_config, capsys):
     (site / ".atlas-site").write_text("")
     (site / "index.html").write_text("<p>old</p>")
     (cache / "ab").mkdir(parents=True)
+    (cache / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55\n")
     assert atlas("clean", "-c", str(config), "--site") == 0
     assert not site.exists() and cache.exists()
     assert atlas("clean", "-c", str(config)) == 0
@@ -104,8 +105,8 @@ def test_clean_refuses_a_folder_atlas_did_not_make(small_config, capsys):
     site = config.parent / "_site"
     site.mkdir()
     (site / "thesis.tex").write_text("years of work")
-    assert atlas("clean", "-c", str(config), "--site") == 1
-    assert "refusing to delete" in capsys.readouterr().err
+    assert atlas("clean", "-c", str(config), "--site") == 2
+    assert "refusing to use" in capsys.readouterr().err
     assert (site / "thesis.tex").exists()
 
 

@@ -60,8 +60,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="preview the built site on 127.0.0.1")
     serve.add_argument("-c", "--config", default="site_config.yaml", type=Path)
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument("--bind", default="127.0.0.1", help="address (default 127.0.0.1)")
+    serve.add_argument("--watch", action="store_true",
+                       help="build first, then rebuild when the config, notes or templates "
+                       "change, and reload open pages")
 
     new = commands.add_parser("new", help="start a new atlas project in a folder")
     new.add_argument("folder", type=Path, help="the project folder (created if missing)")
@@ -76,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--to", type=Path, default=None, help="the folder to download into")
     fetch.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def _port(text: str) -> int:
+    """A TCP port number, 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +218,12 @@ def _serve(args: argparse.Namespace) -> int:
     from atlas.serve import serve
 
     config = load_config(args.config)
+    if args.watch:
+        from atlas.build import BuildOptions
+        from atlas.watch import LiveSite
+
+        LiveSite(args.config, args.bind, args.port, BuildOptions()).serve_forever()
+        return EXIT_OK
     serve(config.site.output, args.bind, args.port)
     return EXIT_OK
 

@@ -390,7 +390,7 @@ def test_refuses_to_replace_a_folder_it_did_not_make(project):
     precious = project.parent / "precious"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
-    with pytest.raises(AtlasError, match="refusing to replace .*precious.*atlas-site"):
+    with pytest.raises(AtlasError, match="refusing to use .*precious as site.output.*atlas-site"):
         build(project, OPTIONS)
     assert [p.name for p in precious.iterdir()] == ["thesis.tex"]
     assert not list(project.parent.glob(".precious.tmp-*"))

@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt as interrupt:
+        if args.command != "build":
+            print("\ninterrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         kept = getattr(interrupt, "kept", None)
         what = f"the {kept:,} assets rendered before it are" if kept is not None else (
             "every finished asset is")

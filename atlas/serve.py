@@ -146,8 +146,8 @@ def serve(site: Path, bind: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the site until Ctrl-C."""
     server = make_server(site, bind, port)
     host, real_port = server.server_address[:2]
-    print(f"serving {site} on http://{host}:{real_port}/ (Ctrl-C stops)")
-    try:
+    try:  # Ctrl-C may come as soon as the address is printed
+        print(f"serving {site} on http://{host}:{real_port}/ (Ctrl-C stops)")
         server.serve_forever()
     except KeyboardInterrupt:
         print("\nstopped")

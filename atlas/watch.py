@@ -127,10 +127,10 @@ class LiveSite:
 
     def serve_forever(self) -> None:
         """Watch in the background and serve until Ctrl-C."""
-        self.watcher.start()
-        print(f"serving {self.url} and rebuilding on changes to the config, notes and "
-              "templates (Ctrl-C stops)")
-        try:
+        try:  # Ctrl-C may come as soon as the address is printed
+            self.watcher.start()
+            print(f"serving {self.url} and rebuilding on changes to the config, notes and "
+                  "templates (Ctrl-C stops)")
             self.server.serve_forever()
         except KeyboardInterrupt:
             print("\nstopped")

@@ -63,9 +63,11 @@ class Watcher(threading.Thread):
         self.rebuild = rebuild
         self.interval = interval
         self.stopped = threading.Event()
+        # Taken now, not when the thread starts: a change made meanwhile is not missed.
+        self.seen = fingerprint(*watched(self.config_path))
 
     def run(self) -> None:
-        seen = fingerprint(*watched(self.config_path))
+        seen = self.seen
         while not self.stopped.wait(self.interval):
             now = fingerprint(*watched(self.config_path))
             if now != seen:
@@ -92,9 +94,10 @@ class LiveSite:
         self.config_path = Path(config_path)
         self.options = options = options or BuildOptions()
         self.reloader = Reloader()
+        # Watched from before the first build: a change during it triggers a rebuild.
+        self.watcher = Watcher(self.config_path, self.rebuild, interval)
         report = build(self.config_path, options)  # a failing first build is the user's error
         self.server = make_server(report.output, bind, port, self.reloader)
-        self.watcher = Watcher(self.config_path, self.rebuild, interval)
         self.rebuilds = 0
         self._serving: threading.Thread | None = None
 
@@ -112,6 +115,11 @@ class LiveSite:
         except AtlasError as error:
             log.error("rebuild failed (the previous site is still served): %s",
                       str(error).replace("\n", " "))
+            return None
+        except Exception as error:  # e.g. a template error: keep watching, say it in a line
+            log.debug("rebuild failed", exc_info=True)
+            log.error("rebuild failed (the previous site is still served): %s: %s",
+                      type(error).__name__, str(error).splitlines()[0] if str(error) else "")
             return None
         self.rebuilds += 1
         log.info("rebuilt: %d pages; reloading open pages", report.pages)

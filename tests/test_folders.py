@@ -200,3 +200,21 @@ def test_a_marked_site_is_removed_whole(tmp_path, capsys):
     (site / "sub" / "page.html").write_text("<p>")
     assert main(["clean", "-c", str(config), "--site"]) == 0
     assert not site.exists()
+
+
+@pytest.mark.slow
+def test_clean_removes_everything_a_real_build_wrote(tmp_path, project_factory, capsys):
+    """Every file a build, a sharded build and a plan leave in the cache is recognised as
+    atlas's (a new kind of cache file must be added to folders.CACHE_FILES)."""
+    config = project_factory(tmp_path / "project", images=1, units_per_layer=1)
+    build = ["build", "-c", str(config), "--no-progress", "--max-steps", "1"]
+    assert main([*build, "--shard", "1/2"]) == 0
+    cache = config.parent / ".atlas-cache"
+    assert list((cache / "shards").glob("*.json"))  # the recorded split
+    assert main(build) == 0
+    assert main(["plan", "-c", str(config)]) == 0
+    assert (cache / CACHE_MARKER).is_file() and len(list(cache.rglob("*"))) > 10
+    capsys.readouterr()
+    assert main(["clean", "-c", str(config)]) == 0
+    assert f"removed {cache}\n" in capsys.readouterr().out
+    assert not cache.exists() and not (config.parent / "_site").exists()

@@ -84,8 +84,9 @@ def is_marked(folder: Path, marker: str) -> bool:
 
 
 def _is_unmarked_cache(folder: Path) -> bool:
-    names = [child.name for child in folder.iterdir()]
-    return ".lock" in names and all(_is_cache_item(folder, folder / name) for name in names)
+    """Nothing but what atlas writes in a cache: a cache from before caches were marked,
+    or one that ``atlas plan`` started (it writes memos without taking the lock)."""
+    return all(_is_cache_item(folder, child) for child in folder.iterdir())
 
 
 def _is_cache_file(root: Path, path: Path) -> bool:

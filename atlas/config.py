@@ -33,6 +33,7 @@ APPLICATIONS = (
     "EfficientNetB2", "EfficientNetB3", "EfficientNetV2B0", "ConvNeXtTiny",
 )
 METHODS = ("lucid", "classic")
+PRECISIONS = ("float32", "mixed_bfloat16")  # atlas.render.device.PRECISIONS, without TF
 CLASS_SPACES = ("imagenet", "breeds", "species", "none")
 SPLITS = ("trainval", "test", "none")
 READ_AT = ("activation", "conv")
@@ -55,6 +56,7 @@ class RenderSettings:
     gradcam_alpha: float = 0.4
     scorecam_channels: int = 6
     seed: int = 0
+    precision: str = "float32"  # or mixed_bfloat16: the unit renderer's arithmetic
     classic: dict[str, Any] = field(default_factory=dict)
     lucid: dict[str, Any] = field(default_factory=dict)
 
@@ -63,7 +65,7 @@ class RenderSettings:
             "method": self.method, "units_per_layer": self.units_per_layer,
             "best_grid": self.best_grid, "activation_channels": self.activation_channels,
             "top_k": self.top_k, "gradcam_alpha": self.gradcam_alpha, "seed": self.seed,
-            "scorecam_channels": self.scorecam_channels,
+            "scorecam_channels": self.scorecam_channels, "precision": self.precision,
             "classic": dict(sorted(self.classic.items())),
             "lucid": dict(sorted(self.lucid.items())),
         }
@@ -266,7 +268,7 @@ def _dataset(check: Checker, value: Any) -> DatasetConfig:
 def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> RenderSettings:
     data = check.mapping(value, path, ("method", "units_per_layer", "best_grid",
                                        "activation_channels", "top_k", "gradcam_alpha", "seed",
-                                       "scorecam_channels", "classic", "lucid"))
+                                       "scorecam_channels", "precision", "classic", "lucid"))
     method = check.typed(data, "method", path, str, base.method)
     if "method" in data and method not in METHODS:
         check.problem(f"{path}.method", f"expected one of: {', '.join(METHODS)}; got {method!r}")
@@ -281,6 +283,7 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         seed=check.typed(data, "seed", path, int, base.seed),
         scorecam_channels=check.typed(data, "scorecam_channels", path, int,
                                       base.scorecam_channels),
+        precision=_choice(check, data, "precision", path, PRECISIONS, base.precision),
         classic={**base.classic, **_params(check, data, "classic", path)},
         lucid={**base.lucid, **_params(check, data, "lucid", path)},
     )

@@ -225,6 +225,9 @@ def unit_job(model: ModelConfig, layer: dict, unit: int, params: object) -> Job:
             "method": repr(params),
             "seed": seed,
             **_versions(),
+            # Left out at float32, so that keys made before the setting existed still hold.
+            **({"precision": model.render.precision}
+               if model.render.precision != "float32" else {}),
         },
     )
     return Job("unit", model.id, key, layer=layer_name, unit=unit, extra={"seed": seed})

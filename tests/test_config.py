@@ -90,6 +90,11 @@ INVALID = [
         id="unknown-render",
     ),
     pytest.param(
+        edit("  best_grid: 1", "  best_grid: 1\n  precision: mixed_bfloat"),
+        ["render.precision (line 13)", "float32, mixed_bfloat16", "did you mean 'mixed_bfloat16'"],
+        id="precision",
+    ),
+    pytest.param(
         edit("  title: test atlas", "  title: 3"),
         ["site.title (line 2)", "expected a string, got a number 3"],
         id="type-str",

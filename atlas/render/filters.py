@@ -37,6 +37,7 @@ import numpy as np
 
 from atlas._tensorflow import keras, tf
 from atlas.render import param, transforms
+from atlas.render.device import MAX_BATCH, auto_batch_size, with_precision  # noqa: F401
 from atlas.render.settings import (  # noqa: F401  (re-exported for callers of render_units)
     DEFAULT_CLASSIC,
     DEFAULT_LUCID,
@@ -61,11 +62,6 @@ class _ExpectedRetracing(logging.Filter):
 tf.get_logger().addFilter(_ExpectedRetracing())
 
 GREY = 127.5
-# Beyond 64 images the per-image step time stops falling on the 2-core CPU we measured.
-MAX_BATCH = 64
-# Activations kept for the backward pass, their gradients and temporaries: ~3 copies.
-MEMORY_BUDGET_BYTES = 3 * 2**30
-_BYTES_PER_ACTIVATION = 4 * 3
 
 
 @dataclass(frozen=True)
@@ -102,39 +98,9 @@ def fixed_input_size(model: keras.Model) -> int | None:
     return int(height)
 
 
-def auto_batch_size(model: keras.Model, size: int) -> int:
-    """Images per batch from pixels x channels of every layer's output.
-
-    Each layer holds ``(size / stride)^2 x channels`` floats per image (the stride read
-    from fixed shapes, else accumulated from ``strides`` attributes); about three copies
-    live during the backward pass. The batch fills :data:`MEMORY_BUDGET_BYTES`, at most
-    :data:`MAX_BATCH`.
-
-    Args:
-        model: the feature model.
-        size: side of the images fed to the model.
-
-    Returns:
-        a batch size in ``[1, MAX_BATCH]``.
-    """
-    model_size = fixed_input_size(model)
-    stride, floats = 1, 0.0
-    for layer in model.layers:
-        shape = getattr(layer, "output", None)
-        shape = getattr(shape, "shape", None)
-        if shape is None or len(shape) != 4:
-            continue
-        if model_size is not None and shape[1] is not None:
-            stride = model_size / shape[1]
-        else:
-            stride *= int(np.prod(getattr(layer, "strides", (1,))[:1]))
-        floats += (size / stride) ** 2 * shape[-1]
-    per_image = max(floats, 1.0) * _BYTES_PER_ACTIVATION
-    return int(min(max(MEMORY_BUDGET_BYTES // per_image, 1), MAX_BATCH))
-
-
 def _unit_means(activations: tf.Tensor, units: tf.Tensor) -> tf.Tensor:
-    """Spatial mean of channel ``units[i]`` of image ``i``: ``(batch,)``."""
+    """Spatial mean of channel ``units[i]`` of image ``i``: ``(batch,)``, float32."""
+    activations = tf.cast(activations, tf.float32)  # a no-op unless mixed precision
     return tf.reduce_mean(tf.gather(activations, units, axis=3, batch_dims=1), axis=[1, 2])
 
 
@@ -323,6 +289,7 @@ def render_units(
     batch_size: int | None = None,
     max_steps: int | None = None,
     eval_size: int | None = None,
+    precision: str = "float32",
 ) -> Iterator[list[UnitResult]]:
     """Render filter visualizations, yielding each finished batch.
 
@@ -336,6 +303,8 @@ def render_units(
         max_steps: cap on the total gradient steps (tests).
         eval_size: input size at which ``own_activation`` is measured; defaults to the
             model's fixed input size, else the picture size.
+        precision: ``float32`` or ``mixed_bfloat16``: the ascent's model computes in
+            bfloat16 (pictures, Adam state, objectives and ``own_activation`` stay float32).
 
     Yields:
         one list of :class:`UnitResult` per batch, in the order of ``units``.
@@ -355,7 +324,7 @@ def render_units(
         raise ValueError(f"units {bad[:5]} out of range for {output_shape[-1]} channels")
     model_size = fixed_input_size(feature_model)
     method = _ClassicAscent if isinstance(params, ClassicParams) else _LucidAscent
-    ascent = method(params, feature_model, preprocess, model_size)
+    ascent = method(params, with_precision(feature_model, precision), preprocess, model_size)
     picture_size = ascent.schedule()[-1][0]
     eval_size = eval_size or model_size or picture_size
     evaluate = tf.function(

@@ -208,6 +208,7 @@ def run_units(
             loaded.preprocess,
             max_steps=max_steps,
             eval_size=loaded.input_size[0],
+            precision=loaded.config.render.precision,
         ):
             for result in results:
                 cache.put(

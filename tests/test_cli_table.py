@@ -230,7 +230,10 @@ def test_ctrl_c_during_a_build(project):
 
 
 def test_ctrl_c_stops_serve(project):
-    assert finish(run_atlas(project.parent, *BUILD))[0] == 0
+    site = project.parent / "_site"  # a built site's shape; serving needs no build
+    site.mkdir()
+    (site / ".atlas-site").write_text("")
+    (site / "index.html").write_text("<p>home</p>")
     process = run_atlas(project.parent, "serve", "--port", "0")
     try:
         line = process.stdout.readline()

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 PHOTO_BATCH = 64
 PREDICT_BATCH = 64  # run_predictions' own batch: a task never splits one of its batches
 IMAGE_BATCH = 32  # run_images' batch
+UNIT_BATCH = 512  # units per task: 8 of the unit renderer's largest batches
 LABELS = {
     "photo": "photos",
     "predict": "predictions",
@@ -123,22 +124,24 @@ def phase_one_tasks(
                     )
                 )
         steps = estimate.unit_steps(model_plan.params, max_steps)
-        for layer, jobs in model_plan.units.items():
-            chunk = tuple(missing(jobs))
-            if chunk:
-                gflop = len(chunk) * estimate.job_gflop(
-                    "unit", facts, prefix, layer=layer, steps=steps
+        # In network order, across layers: a renderer serves a run of layers (one trace),
+        # and its batches may mix them, so a small layer is not a small batch.
+        units = [job for jobs in model_plan.units.values() for job in missing(jobs)]
+        for chunk in _chunks(units, UNIT_BATCH):
+            gflop = sum(
+                estimate.job_gflop("unit", facts, prefix, layer=job.layer, steps=steps)
+                for job in chunk
+            )
+            tasks.append(
+                Task(
+                    "unit",
+                    config,
+                    chunk,
+                    params=model_plan.params,
+                    gflop=gflop,
+                    max_steps=max_steps,
                 )
-                tasks.append(
-                    Task(
-                        "unit",
-                        config,
-                        chunk,
-                        params=model_plan.params,
-                        gflop=gflop,
-                        max_steps=max_steps,
-                    )
-                )
+            )
     return tasks
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,9 @@ class LoadedModel:
     input_size: tuple[int, int]
     random_weights: bool
     _free_graph: FlatGraph | None = None
+    # Compiled unit renderers, kept for the model's life in this process: one trace per
+    # model and method, however many tasks render its units.
+    renderers: dict = field(default_factory=dict)
 
     def feature_model(self, layer: str) -> keras.Model:
         """A model from the input to a conv layer's unit tensor, any image size if it can.
@@ -77,13 +80,19 @@ class LoadedModel:
         Filter visualization renders pictures smaller than the input (and the classic
         recipe grows them); a fully-convolutional model lets the picture be fed as is.
         """
-        tensor = self.graph.unit_tensor(layer)
+        return self.features_model([layer])
+
+    def features_model(self, layers: Sequence[str]) -> keras.Model:
+        """One model from the input to the unit tensors of several conv layers (outputs in
+        the order given), any image size if it can: one traced step serves all of their
+        units (see :class:`atlas.render.filters.UnitRenderer`)."""
+        tensors = self.unit_tensors(layers)
         if self._free_graph is None:
             self._free_graph = flatten_model(self.keras_model, free_size=True,
                                              read_at=self.config.read_at)
-        if tensor in self._free_graph.tensors:
-            return self._free_graph.submodel([tensor])
-        return self.graph.submodel([tensor])
+        if all(tensor in self._free_graph.tensors for tensor in tensors):
+            return self._free_graph.submodel(tensors)
+        return self.graph.submodel(tensors)
 
     def unit_tensors(self, layers: Sequence[str]) -> list[str]:
         """The tensors the units of these conv layers are read at."""

@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import given
+from hypothesis import strategies as st
 
 from atlas.render.filters import (
     DEFAULT_CLASSIC,
@@ -16,6 +18,7 @@ from atlas.render.filters import (
     VGG_CLASSIC,
     ClassicParams,
     LucidParams,
+    UnitRenderer,
     UnitResult,
     auto_batch_size,
     default_params_for,
@@ -96,6 +99,27 @@ def test_batched_and_single_rendering_agree(method: str) -> None:
         difference = np.abs(one.picture.astype(int) - many.picture.astype(int))
         assert difference.max() <= 3 and difference.mean() < 0.05
         assert one.objective == pytest.approx(many.objective, rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_one_renderer_for_several_layers_draws_what_each_layer_draws_alone(method: str) -> None:
+    model = tiny_model()
+    names = ["depthwise", "conv", "separable"]
+    several = keras.Model(model.input, [model.get_layer(name).output for name in names])
+    units, layers, seeds = [5, 0, 3, 1, 4], [0, 1, 1, 2, 2], [7, 8, 9, 10, 11]
+    renderer = UnitRenderer(several, METHODS[method], scale_pixels)
+    mixed = [r for b in renderer.render(units, seeds, layers, batch_size=5) for r in b]
+    assert [(r.layer, r.unit) for r in mixed] == list(zip(layers, units, strict=True))
+    for result, layer, seed in zip(mixed, layers, seeds, strict=True):
+        (alone,) = render(feature_model(names[layer]), [result.unit], [seed], METHODS[method])
+        difference = np.abs(alone.picture.astype(int) - result.picture.astype(int))
+        assert difference.max() <= 3 and difference.mean() < 0.05
+        assert alone.objective == pytest.approx(result.objective, rel=1e-3, abs=1e-4)
+        assert alone.own_activation == pytest.approx(result.own_activation, rel=1e-3, abs=1e-4)
+    with pytest.raises(ValueError, match="out of range"):
+        list(renderer.render([5], [0], [2]))  # "separable" has 5 units
+    with pytest.raises(ValueError, match="out of range"):
+        list(renderer.render([0], [0], [3]))  # and there is no fourth output
 
 
 def test_same_seed_same_picture_different_seed_different_picture() -> None:
@@ -204,3 +228,49 @@ def test_embedded_mobilenet_class_units_rise() -> None:
         for before, after in zip(start, end, strict=True):
             assert after.objective > before.objective
             assert after.own_activation > 0 and not after.dead
+
+
+def _runs_cost(runs, prefix, units, steps) -> float:
+    """What a split costs by unit_groups' own measure, computed independently."""
+    from atlas.render.run import FORWARD_FLOPS_PER_SECOND, TRACE_SECONDS
+
+    return sum(
+        TRACE_SECONDS
+        + sum(units[i] for i in run) * steps * prefix[run[-1]] / FORWARD_FLOPS_PER_SECOND
+        for run in runs
+    )
+
+
+def test_unit_groups_share_a_trace_only_where_it_pays() -> None:
+    from atlas.render.run import unit_groups
+
+    # Two cheap layers and an expensive one: running the two through it costs little.
+    assert unit_groups([1e9, 1e9, 10e9], [1, 1, 1000], 1) == [range(0, 3)]
+    # Many units of a cheap layer through a 100x deeper one: a trace of its own pays.
+    assert unit_groups([1e9, 100e9], [1000, 10], 22) == [range(0, 1), range(1, 2)]
+
+
+@given(
+    st.lists(st.tuples(st.floats(0.0, 5e9), st.integers(1, 300)), min_size=1, max_size=7),
+    st.integers(1, 30),
+)
+def test_unit_groups_is_the_cheapest_split(layers, steps) -> None:
+    import itertools
+
+    from atlas.render.run import unit_groups
+
+    prefix = list(itertools.accumulate(flops for flops, _ in layers))
+    units = [count for _, count in layers]
+    runs = unit_groups(prefix, units, steps)
+    assert [i for run in runs for i in run] == list(range(len(prefix)))
+    best = min(
+        _runs_cost(
+            [range(a, b) for a, b in zip((0, *cuts), (*cuts, len(prefix)), strict=True)],
+            prefix,
+            units,
+            steps,
+        )
+        for size in range(len(prefix))
+        for cuts in itertools.combinations(range(1, len(prefix)), size)
+    )
+    assert _runs_cost(runs, prefix, units, steps) == pytest.approx(best, rel=1e-9)

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atlas.render.filters import (
@@ -250,6 +250,7 @@ def test_unit_groups_share_a_trace_only_where_it_pays() -> None:
     assert unit_groups([1e9, 100e9], [1000, 10], 22) == [range(0, 1), range(1, 2)]
 
 
+@settings(deadline=None, max_examples=60)  # the machine is shared: no per-example deadline
 @given(
     st.lists(st.tuples(st.floats(0.0, 5e9), st.integers(1, 300)), min_size=1, max_size=7),
     st.integers(1, 30),

@@ -114,7 +114,8 @@ def to_pixels(variables: tf.Tensor, size: int, fft: bool, decorrelate: bool) -> 
     Returns:
         float32 tensor ``(batch, size, size, 3)`` in [0, 255].
     """
-    if fft and FFT_PARTS > 1:  # each picture on its own: splitting the batch changes none
+    small = variables.shape[0] is not None and variables.shape[0] < FFT_PARTS
+    if fft and FFT_PARTS > 1 and not small:  # pictures are independent: no picture changes
         count = tf.shape(variables)[0]
         sizes = [count // FFT_PARTS] * (FFT_PARTS - 1)
         sizes.append(count - (count // FFT_PARTS) * (FFT_PARTS - 1))

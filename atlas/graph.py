@@ -27,6 +27,7 @@ from atlas._tensorflow import keras
 from atlas.graph_facts import (
     ACTIVATION_KINDS,
     CONV_TYPES,
+    REDIRECT,
     GraphError,
     LayerFacts,
     field_after,
@@ -84,10 +85,34 @@ class FlatGraph:
 
     def unit_tensor(self, conv: str) -> str:
         """The name of the operation whose output a conv layer's units are read at."""
+        return self.conv_facts(conv).read_at or conv
+
+    def conv_facts(self, conv: str) -> LayerFacts:
         for layer in self.layers:
             if layer.name == conv and layer.is_conv:
-                return layer.read_at or conv
-        return conv
+                return layer
+        raise KeyError(f"no convolution layer named {conv!r}")
+
+    def ascent_model(self, convs: Sequence[LayerFacts]) -> keras.Model:
+        """Input -> the unit tensors of these conv layers (a list), for gradient ascent.
+
+        Forward, each output is exactly the unit tensor. Where the units are read after an
+        activation, the gradient also flows, scaled by :data:`REDIRECT`, through the
+        activation's input where that is negative: a unit that is off everywhere on the
+        starting picture (a ReLU's gradient is zero there) still moves towards firing, as
+        Lucid's redirected ReLU gradient does.
+        """
+        return keras.Model(self.inputs[0], [self._redirected(facts) for facts in convs])
+
+    def _redirected(self, facts: LayerFacts):
+        post = self.tensors[facts.read_at or facts.name]
+        if facts.pre_activation is None:
+            return post
+        pre = self.tensors[facts.pre_activation]
+        # Only where the unit is off (pre < 0), as Lucid's redirected ReLU: above a capped
+        # activation's top (ReLU6) the objective cannot grow, so nothing is pushed there.
+        off = keras.ops.stop_gradient(keras.ops.cast(pre < 0, pre.dtype))
+        return post + REDIRECT * off * (pre - keras.ops.stop_gradient(pre))
 
     def logits_model(self) -> keras.Model:
         """Input -> the pre-softmax logits."""
@@ -315,6 +340,8 @@ def _facts(tracer: _Tracer, read_at: str) -> list[LayerFacts]:
     for node in tracer.nodes:
         chain = _read_chain(node, consumers) if node.kind in CONV_TYPES else []
         read_node = chain[-1] if chain and read_at == "activation" else node
+        activated = read_node is not node and read_node.kind in ACTIVATION_KINDS
+        pre = (chain[-2] if len(chain) > 1 else node) if activated else None
         facts.append(layer_facts(
             node.name, node.op, node.kind, node.output, tracer.field[id(node.output)],
             is_conv=node.kind in CONV_TYPES,
@@ -322,6 +349,7 @@ def _facts(tracer: _Tracer, read_at: str) -> list[LayerFacts]:
             read_ops=tuple(n.kind for n in chain) if read_node is not node else (),
             negative_scale=_negative_scale(chain),
             address=tracer.address_of(read_node.output) if node.kind in CONV_TYPES else None,
+            pre_activation=pre.name if pre is not None else None,
         ))
     return facts
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Share of the gradient redirected through a unit's pre-activation during gradient ascent
+# (FlatGraph.ascent_model); part of every unit's cache key.
+REDIRECT = 0.1
 CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 # Layers and keras.ops nodes that count as a conv's activation when they directly follow it.
 ACTIVATION_KINDS = (
@@ -45,6 +48,7 @@ class LayerFacts:
     read_ops: tuple[str, ...] = ()
     negative_scale: int | None = None
     address: str | None = None
+    pre_activation: str | None = None  # the activation's input, when read after one
 
     @property
     def local_name(self) -> str:
@@ -68,6 +72,7 @@ class LayerFacts:
             "read_ops": list(self.read_ops),
             "negative_scale": self.negative_scale,
             "address": self.address,
+            "pre_activation": self.pre_activation,
         }
 
 
@@ -99,7 +104,7 @@ def field_after(op, kind: str, inputs: list[tuple[int, int]],
 
 def layer_facts(name: str, op, kind: str, output, rf_jump: tuple[int, int], *, is_conv: bool,
                 read_at: str, read_ops: tuple[str, ...], negative_scale: int | None,
-                address: str | None) -> LayerFacts:
+                address: str | None, pre_activation: str | None = None) -> LayerFacts:
     """Facts of one traced operation (layers and ``keras.ops`` nodes alike)."""
     shape = tuple(None if d is None else int(d) for d in output.shape)
     built = getattr(op, "built", False)  # keras.ops nodes are not layers: no weights
@@ -113,4 +118,5 @@ def layer_facts(name: str, op, kind: str, output, rf_jump: tuple[int, int], *, i
         channels=int(shape[-1]), kernel=_pair(op.kernel_size), strides=_pair(op.strides),
         receptive_field=rf_jump[0], jump=rf_jump[1], parent=parent, read_at=read_at,
         read_ops=read_ops, negative_scale=negative_scale, address=address,
+        pre_activation=pre_activation,
     )

@@ -75,7 +75,8 @@ class LoadedModel:
     renderers: dict = field(default_factory=dict)
 
     def feature_model(self, layer: str) -> keras.Model:
-        """A model from the input to a conv layer's unit tensor, any image size if it can.
+        """A model from the input to a conv layer's unit tensor, any image size if it can,
+        for gradient ascent (:meth:`FlatGraph.ascent_model`).
 
         Filter visualization renders pictures smaller than the input (and the classic
         recipe grows them); a fully-convolutional model lets the picture be fed as is.
@@ -84,15 +85,18 @@ class LoadedModel:
 
     def features_model(self, layers: Sequence[str]) -> keras.Model:
         """One model from the input to the unit tensors of several conv layers (outputs in
-        the order given), any image size if it can: one traced step serves all of their
-        units (see :class:`atlas.render.filters.UnitRenderer`)."""
-        tensors = self.unit_tensors(layers)
+        the order given, always a list), any image size if it can, for gradient ascent:
+        one traced step serves all of their units (see
+        :class:`atlas.render.filters.UnitRenderer`), and units read after an activation
+        get the redirected gradient of :meth:`FlatGraph.ascent_model`."""
+        facts = [self.graph.conv_facts(layer) for layer in layers]
         if self._free_graph is None:
             self._free_graph = flatten_model(self.keras_model, free_size=True,
                                              read_at=self.config.read_at)
-        if all(tensor in self._free_graph.tensors for tensor in tensors):
-            return self._free_graph.submodel(tensors)
-        return self.graph.submodel(tensors)
+        needed = [name for f in facts for name in (f.read_at, f.pre_activation) if name]
+        if all(name in self._free_graph.tensors for name in needed):
+            return self._free_graph.ascent_model(facts)
+        return self.graph.ascent_model(facts)
 
     def unit_tensors(self, layers: Sequence[str]) -> list[str]:
         """The tensors the units of these conv layers are read at."""

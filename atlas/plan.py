@@ -19,16 +19,17 @@ from typing import Any
 from atlas.cache import file_digest, make_key
 from atlas.config import ModelConfig
 from atlas.dataset import DatasetImage
+from atlas.graph_facts import REDIRECT
 
 log = logging.getLogger(__name__)
 
 # Bump the number of a kind whenever its rendering code changes what it outputs.
 RENDERER_VERSION = {
-    "facts": 2,
+    "facts": 3,
     "predict": 2,
     "image": 5,
     "photo": 1,
-    "unit": 5,
+    "unit": 6,
     "grid": 2,
     "exemplars": 2,
 }
@@ -224,6 +225,8 @@ def unit_job(model: ModelConfig, layer: dict, unit: int, params: object) -> Job:
             "unit": unit,
             "method": repr(params),
             "seed": seed,
+            # gradient through an activation that is off (graph.ascent_model)
+            "redirect": REDIRECT if layer.get("pre_activation") else None,
             **_versions(),
             # Left out at float32, so that keys made before the setting existed still hold.
             **({"precision": model.render.precision}

@@ -96,9 +96,15 @@ def _chunks(jobs: Sequence[Job], size: int) -> Iterable[tuple[Job, ...]]:
 def phase_one_tasks(
     context, missing: Callable[[Sequence[Job]], list[Job]], max_steps: int | None
 ) -> list[Task]:
-    """The tasks of the jobs that ``missing`` keeps, in the order a local build runs them."""
+    """The tasks of the jobs that ``missing`` keeps, in the order a local build runs them.
+
+    A unit shared by two models (the same content address: a frozen backbone in a
+    fine-tuned model) is rendered once, by the first model that has it; the others read it
+    from the cache (counted as reused).
+    """
     images = {image.name: image for image in context.scan.images}
     tasks = []
+    scheduled: set[str] = set()
     photos = missing([plan.photo_job(image) for image in context.scan.images])
     tasks += [
         Task("photo", None, chunk, tuple(images[j.image] for j in chunk))
@@ -126,7 +132,11 @@ def phase_one_tasks(
         steps = estimate.unit_steps(model_plan.params, max_steps)
         # In network order, across layers: a renderer serves a run of layers (one trace),
         # and its batches may mix them, so a small layer is not a small batch.
-        units = [job for jobs in model_plan.units.values() for job in missing(jobs)]
+        todo = [job for jobs in model_plan.units.values() for job in missing(jobs)]
+        units = [job for job in todo if job.key not in scheduled]
+        scheduled.update(job.key for job in units)
+        if len(units) < len(todo):
+            context.reused["unit"] = context.reused.get("unit", 0) + len(todo) - len(units)
         for chunk in _chunks(units, UNIT_BATCH):
             gflop = sum(
                 estimate.job_gflop("unit", facts, prefix, layer=job.layer, steps=steps)

@@ -224,6 +224,11 @@ def load_model(config: ModelConfig) -> LoadedModel:
                               preprocess=preprocess_affine(preprocess_mode(config)))
     except GraphError as error:
         raise ModelError(f"model {config.id!r}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - a layer that refuses a symbolic re-call
+        text = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        raise ModelError(f"model {config.id!r}: atlas cannot walk its graph ({text}); run "
+                         "`atlas --debug build` for the traceback and report it with the "
+                         "model's summary") from None
     shape = keras_model.inputs[0].shape
     if shape[1] is not None and shape[2] is not None and shape[1] != shape[2]:
         raise ModelError(

@@ -17,7 +17,7 @@ def _colour(share: float) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def confusion_svg(metrics) -> str:
+def confusion_svg(metrics, titles: dict[str, str]) -> str:
     """The breed confusion matrix as an SVG: rows the true breed, columns the predicted one.
 
     A cell's colour is its share of the row (the true breed's photos), viridis; every
@@ -25,9 +25,9 @@ def confusion_svg(metrics) -> str:
 
     Args:
         metrics: :class:`~atlas.metrics.PetsMetrics` with a ``matrix``.
+        titles: breed key -> display name.
     """
-    breeds = {b.breed: b.title for b in metrics.breeds}
-    names = [breeds.get(key, key.replace("_", " ")) for key in metrics.matrix_breeds]
+    names = [titles.get(key, key.replace("_", " ")) for key in metrics.matrix_breeds]
     size = len(names) * CELL
     width, height = LABEL_WIDTH + size + 4, LABEL_WIDTH + size + 4
     parts = [

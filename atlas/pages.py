@@ -340,10 +340,18 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
         gradcam_alpha=config.render.gradcam_alpha,
         confusions=_confusions([v for v in views if v.name in evaluated]),
         space=model_plan.space, evaluation=model_plan.evaluation, evaluated=len(scored),
-        matrix_svg=confusion_svg(metrics) if metrics and metrics.matrix else None,
+        matrix_svg=(confusion_svg(metrics, _titles(context.breeds, model_plan.space))
+                    if metrics and metrics.matrix else None),
         config_read_at=config.read_at, trained_on=config.trained_on, predictions=predictions,
         evaluated_names=frozenset(evaluated),
     )
+
+
+def _titles(breeds, space) -> dict[str, str]:
+    """Breed key -> display name, for every breed the model has a class for."""
+    keys = {key for names in space.class_breeds for key in names}
+    return {key: breeds.breeds[key].title if key in breeds.breeds else breed_title(key)
+            for key in keys}
 
 
 def link_twins(models: list[ModelView]) -> None:

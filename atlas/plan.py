@@ -29,7 +29,7 @@ RENDERER_VERSION = {
     "predict": 2,
     "image": 5,
     "photo": 1,
-    "unit": 6,
+    "unit": 7,
     "grid": 2,
     "exemplars": 2,
 }

@@ -363,12 +363,16 @@ def test_shipped_config_loads_with_paths_relative_to_it(monkeypatch, tmp_path):
     config = load_config(REPO / "site_config.yaml")
     assert config.site.output == REPO / "_site"
     assert config.dataset.images == REPO / "data" / "oxford-pets" / "images"
-    (model,) = config.models
+    model, tuned = config.models
     assert model.application == "MobileNet"
     assert model.options == {"alpha": 0.25, "input_shape": (128, 128, 3)}
     assert model.weights == REPO / "data" / "models" / "mobilenet_2_5_128_tf.h5"
     assert model.weights.is_file() and model.notes.is_file()
-    assert model.layers is None
+    assert model.layers is None and model.classes is None and model.read_at == "activation"
+    # the fine-tuned second model: a .keras file with its own classes and training split
+    assert tuned.file == REPO / "data" / "models" / "mobilenet_pets.keras"
+    assert tuned.file.is_file() and tuned.notes.is_file()
+    assert (tuned.classes, tuned.trained_on) == ("breeds", "trainval")
 
 
 def test_unmatched_layer_pattern_is_a_config_error_at_build(small_config, capsys):

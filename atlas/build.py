@@ -78,6 +78,7 @@ class ModelPlan:
     units: dict[str, list[Job]] = field(default_factory=dict)
     grids: dict[str, Job] = field(default_factory=dict)
     exemplars: dict[str, Job] = field(default_factory=dict)
+    scores: list[Job] = field(default_factory=list)  # CAM scores per image (atlas.scores)
     space: LabelSpace | None = None  # the model's classes; None: a feature extractor
 
     @property
@@ -328,6 +329,8 @@ def _plan_model(config: Config, model: ModelConfig, context: BuildContext, model
         second = space.true_class(image.breed, image.species) if space is not None else -1
         result.images.append(plan.image_job(model, identity, image, layer_names, second, size,
                                             gradcam=space is not None))
+    if space is not None:
+        result.scores = _score_jobs(config, model, result.images, context)
     limit = model.render.units_per_layer
     result.params = plan.unit_params(model, index, size)
     for layer in chosen:
@@ -337,6 +340,20 @@ def _plan_model(config: Config, model: ModelConfig, context: BuildContext, model
         result.grids[layer["name"]] = plan.grid_job(
             model, layer["name"], [job.key for job in result.units[layer["name"]]])
     return result
+
+
+def _score_jobs(config: Config, model: ModelConfig, image_jobs: list[Job],
+                context: BuildContext) -> list[Job]:
+    """A scores job for each detailed photo with a trimap or chosen for faithfulness."""
+    from atlas.scores import STEPS, find_trimaps
+
+    names = [job.image for job in image_jobs]
+    trimaps = find_trimaps(config.dataset.annotations, names)
+    detailed = [image for image in context.detailed if image.name in set(names)]
+    faithful = set(plan.faithfulness_images(detailed, trimaps,
+                                            model.render.faithfulness_photos))
+    return [plan.scores_job(model, job, trimaps.get(job.image), job.image in faithful, STEPS)
+            for job in image_jobs if job.image in trimaps or job.image in faithful]
 
 
 def _model_facts(model: ModelConfig, identity: dict, context: BuildContext, models: _Models,
@@ -451,4 +468,5 @@ def _referenced_keys(context: BuildContext) -> set[str]:
         keys.update(job.key for jobs in model_plan.units.values() for job in jobs)
         keys.update(job.key for job in model_plan.grids.values())
         keys.update(job.key for job in model_plan.exemplars.values())
+        keys.update(job.key for job in model_plan.scores)
     return keys

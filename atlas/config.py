@@ -55,6 +55,7 @@ class RenderSettings:
     top_k: int = 5
     gradcam_alpha: float = 0.4
     scorecam_channels: int = 6
+    faithfulness_photos: int = 8
     seed: int = 0
     precision: str = "float32"  # or mixed_bfloat16: the unit renderer's arithmetic
     classic: dict[str, Any] = field(default_factory=dict)
@@ -66,6 +67,7 @@ class RenderSettings:
             "best_grid": self.best_grid, "activation_channels": self.activation_channels,
             "top_k": self.top_k, "gradcam_alpha": self.gradcam_alpha, "seed": self.seed,
             "scorecam_channels": self.scorecam_channels, "precision": self.precision,
+            "faithfulness_photos": self.faithfulness_photos,
             "classic": dict(sorted(self.classic.items())),
             "lucid": dict(sorted(self.lucid.items())),
         }
@@ -268,7 +270,8 @@ def _dataset(check: Checker, value: Any) -> DatasetConfig:
 def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> RenderSettings:
     data = check.mapping(value, path, ("method", "units_per_layer", "best_grid",
                                        "activation_channels", "top_k", "gradcam_alpha", "seed",
-                                       "scorecam_channels", "precision", "classic", "lucid"))
+                                       "scorecam_channels", "precision", "faithfulness_photos",
+                                       "classic", "lucid"))
     method = check.typed(data, "method", path, str, base.method)
     if "method" in data and method not in METHODS:
         check.problem(f"{path}.method", f"expected one of: {', '.join(METHODS)}; got {method!r}")
@@ -284,6 +287,8 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         scorecam_channels=check.typed(data, "scorecam_channels", path, int,
                                       base.scorecam_channels),
         precision=_choice(check, data, "precision", path, PRECISIONS, base.precision),
+        faithfulness_photos=check.typed(data, "faithfulness_photos", path, int,
+                                        base.faithfulness_photos),
         classic={**base.classic, **_params(check, data, "classic", path)},
         lucid={**base.lucid, **_params(check, data, "lucid", path)},
     )
@@ -299,6 +304,9 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         check.problem(f"{path}.gradcam_alpha", "must be between 0 and 1")
     if "scorecam_channels" in data and settings.scorecam_channels < 0:
         check.problem(f"{path}.scorecam_channels", "must be at least 0 (0 leaves Score-CAM out)")
+    if "faithfulness_photos" in data and settings.faithfulness_photos < 0:
+        check.problem(f"{path}.faithfulness_photos",
+                      "must be at least 0 (0: no deletion/insertion curves)")
     return settings
 
 

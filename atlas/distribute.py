@@ -39,14 +39,16 @@ PHOTO_BATCH = 64
 PREDICT_BATCH = 64  # run_predictions' own batch: a task never splits one of its batches
 IMAGE_BATCH = 32  # run_images' batch
 UNIT_BATCH = 512  # units per task: 8 of the unit renderer's largest batches
+SCORES_BATCH = 8  # photos per scores task (each runs its own curves' forward passes)
 LABELS = {
     "photo": "photos",
     "predict": "predictions",
     "image": "activations + Grad-CAM",
     "unit": "units",
     "exemplars": "unit exemplars",
+    "scores": "CAM scores",
 }
-PHASE_ONE = ("photo", "predict", "image", "unit")
+PHASE_ONE = ("photo", "predict", "image", "scores", "unit")
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,15 @@ def phase_one_tasks(
         for kind, jobs, size in (
             ("predict", model_plan.predict, PREDICT_BATCH),
             ("image", model_plan.images, IMAGE_BATCH),
+            ("scores", model_plan.scores, SCORES_BATCH),  # read the image maps: after them
         ):
             for chunk in _chunks(missing(jobs), size):
-                gflop = len(chunk) * estimate.job_gflop(kind, facts, prefix)
+                gflop = sum(
+                    estimate.job_gflop(
+                        kind, facts, prefix, images=_curves(job, len(model_plan.layers))
+                    )
+                    for job in chunk
+                )
                 tasks.append(
                     Task(
                         kind,
@@ -153,6 +161,17 @@ def phase_one_tasks(
                 )
             )
     return tasks
+
+
+def _curves(job: Job, layers: int) -> int:
+    """Forward passes of a scores job: its deletion/insertion curves (1 for other kinds)."""
+    if job.kind != "scores":
+        return 1
+    if not job.extra["faithful"]:
+        return 0
+    from atlas.scores import STEPS
+
+    return 3 + 2 * (STEPS - 1) * layers * len(job.extra["methods"])
 
 
 def exemplar_tasks(model_plan, jobs: Sequence[Job], images: dict[str, DatasetImage]) -> list[Task]:
@@ -196,6 +215,10 @@ def execute(
         run.run_units(loaded, jobs, task.params, cache, progress, task.max_steps)
     elif task.kind == "exemplars":
         run.run_exemplars(loaded, jobs, images, cache, progress)
+    elif task.kind == "scores":
+        from atlas.render.faith import run_scores
+
+        run_scores(loaded, jobs, images, cache, progress)
     else:
         raise ValueError(f"unknown task kind {task.kind!r}")
 

@@ -329,4 +329,6 @@ def job_gflop(
         return total / 1e9
     if kind == "exemplars":
         return images * prefix[layer] / 1e9
+    if kind == "scores":  # ``images``: the forward passes of its deletion/insertion curves
+        return images * total / 1e9
     return 0.0

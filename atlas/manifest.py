@@ -104,7 +104,7 @@ def entry_keys(context: Any) -> list[str]:
     keys = [photo_job(image).key for image in context.scan.images]
     for plan in context.models:
         keys.append(facts_job(plan.config, plan.identity).key)
-        keys += [job.key for job in plan.predict + plan.images]
+        keys += [job.key for job in plan.predict + plan.images + plan.scores]
         for layer in plan.layers:
             name = layer["name"]
             keys += [job.key for job in plan.units[name]]

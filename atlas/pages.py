@@ -15,7 +15,7 @@ from atlas import __version__, plan
 from atlas.charts import confusion_svg
 from atlas.dataset import breed_title
 from atlas.metrics import Prediction, is_breed_correct, pets_metrics
-from atlas.plan import CAM_TITLES, PHOTO_SIDE, photo_job
+from atlas.plan import CAM_METHODS, CAM_TITLES, PHOTO_SIDE, photo_job
 from atlas.site import Assets, Page, Slugs
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ class ModelView:
     twin_summary: list[dict] = field(default_factory=list)
     predictions: dict = field(default_factory=dict)  # image name -> Prediction
     evaluated_names: frozenset = frozenset()
+    cam_scores: dict | None = None  # atlas.scores.score_view: the per-layer, per-method table
 
     @property
     def has_classes(self) -> bool:
@@ -327,7 +328,9 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
     # Three quarters deep: past edges and textures, before the 1x1 class logits.
     pictured = [layer for layer in layers if layer.best]
     shown = pictured[(3 * len(pictured)) // 4] if pictured else None
+    cam_scores = _cam_scores(model_plan, context, layers)
     return ModelView(
+        cam_scores=cam_scores,
         id=config.id, title=config.title, path=f"{base}/index.html", facts=model_plan.facts,
         layers=layers, images=views, metrics=metrics, notes=_markdown(config.notes),
         random_weights=model_plan.facts["random_weights"],
@@ -397,6 +400,26 @@ def comparison(models: list[ModelView], context) -> dict:
         rows.append({"model": model,
                      "metrics": pets_metrics(scored, model.space, context.breeds)})
     return {"photos": len(common), "rows": rows}
+
+
+def _cam_colours() -> dict[str, str]:
+    from atlas.scores import COLOURS
+
+    return COLOURS
+
+
+def _cam_scores(model_plan, context, layers: list[LayerView]) -> dict | None:
+    """The model page's table of CAM scores per layer and method (None before any)."""
+    from atlas.scores import score_view
+
+    entries = [context.cache.get(job.key) for job in model_plan.scores]
+    records = [entry.meta for entry in entries if entry is not None]
+    if not records:
+        return None
+    methods = [m for m in CAM_METHODS
+               if any(m in r.get("energy", r.get("deletion", {})) for r in records)]
+    return score_view(records, [layer.name for layer in layers], methods,
+                      len(model_plan.images))
 
 
 def _method_maps(entry, index: int, methods, assets: Assets) -> dict:
@@ -504,6 +527,7 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
         "timestamp": _timestamp() if config.site.timestamp else None,
         "jet": _jet_tables(),
         "cam_titles": CAM_TITLES,
+        "cam_colours": _cam_colours(),
     }
     return pages, site
 

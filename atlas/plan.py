@@ -32,6 +32,7 @@ RENDERER_VERSION = {
     "unit": 7,
     "grid": 2,
     "exemplars": 2,
+    "scores": 1,
 }
 # How assets are encoded; part of every key of their kind, so changing a value here
 # re-renders exactly the assets it changes. Sized for the default site's 60 MB budget:
@@ -195,6 +196,52 @@ def image_job(
     )
     return Job("image", model.id, key, image=image.name,
                extra={"second_class": second_class, "gradcam": gradcam})
+
+
+def scores_job(
+    model: ModelConfig, image: Job, trimap: Path | None, faithful: bool, steps: int
+) -> Job:
+    """Localisation (against the trimap, if any) and faithfulness (if ``faithful``) of every
+    layer's and method's top-1 map of one image, read from that image's job."""
+    key = job_key(
+        "scores",
+        {
+            "image_job": image.key,
+            "trimap": file_digest(trimap) if trimap is not None else None,
+            "faithful": faithful,
+            "steps": steps,
+            "methods": list(CAM_METHODS),
+        },
+    )
+    extra = {
+        "image_key": image.key,
+        "trimap": trimap,
+        "faithful": faithful,
+        "methods": list(CAM_METHODS),
+    }
+    return Job("scores", model.id, key, image=image.image, extra=extra)
+
+
+def faithfulness_images(
+    images: Sequence[DatasetImage], trimaps: dict[str, Path], count: int
+) -> list[str]:
+    """The names of the ``count`` photos whose maps get deletion/insertion curves: one
+    breed after another (photos with a trimap first, so that both scores rest on the same
+    photos where they can), in dataset order within a breed."""
+    by_breed: dict[str, list[DatasetImage]] = {}
+    for image in images:
+        by_breed.setdefault(image.breed, []).append(image)
+    queues = [
+        sorted(found, key=lambda image: image.name not in trimaps) for found in by_breed.values()
+    ]
+    chosen: list[str] = []
+    depth = 0
+    while len(chosen) < count and any(depth < len(queue) for queue in queues):
+        for queue in queues:
+            if depth < len(queue) and len(chosen) < count:
+                chosen.append(queue[depth].name)
+        depth += 1
+    return chosen
 
 
 def unit_params(model: ModelConfig, index: int, input_size: Sequence[int]):

@@ -18,6 +18,7 @@ from PIL import Image
 
 from atlas.errors import AtlasError
 from atlas.fetch import ArchiveInfo, fetch_dataset
+from atlas.scores import find_trimaps
 
 ARCHIVES = ("images.tar.gz", "annotations.tar.gz")
 TIMEOUT = 5
@@ -111,12 +112,20 @@ def _tar(entries: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.array([[1, 2], [3, 1]], np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 IMAGES = {f"images/{name}.jpg": _jpeg_bytes(i) for i, name in enumerate(["Abyssinian_1", "pug_2"])}
 LIST_TXT = b"#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\npug_2 30 2 20\n"
 ANNOTATIONS = {
     "annotations/list.txt": LIST_TXT,
     "annotations/trainval.txt": b"Abyssinian_1 1 1 1\n",
     "annotations/test.txt": b"pug_2 30 2 20\n",
+    # the trimaps atlas scores heat maps against (the real archive has one per photo)
+    "annotations/trimaps/Abyssinian_1.png": _png_bytes(),
 }
 
 
@@ -149,6 +158,8 @@ def test_happy_path_then_idempotent(
     assert [name for name, _ in server.requests] == list(ARCHIVES)
     assert not list(dest.glob("*.tar.gz*"))  # archives removed after extraction
     assert (dest / ".complete-images").is_file() and (dest / ".complete-annotations").is_file()
+    found = find_trimaps(dest / "annotations" / "list.txt", ["Abyssinian_1", "pug_2"])
+    assert found == {"Abyssinian_1": dest / "annotations" / "trimaps" / "Abyssinian_1.png"}
 
     server.requests.clear()
     caplog.set_level("INFO", logger="atlas.fetch")

@@ -109,7 +109,7 @@ class ScoreCam:
         """
         count, size = inputs.shape[0], inputs.shape[1:3]
         pixels = tf.constant(inputs, tf.float32)[:, None]  # (n, 1, H, W, 3)
-        feed = _Feed(self._forward)
+        feed = Feed(self._forward)
         plan = []
         for feature in features:
             chosen = top_variance_channels(feature, self.channels)
@@ -131,7 +131,7 @@ class ScoreCam:
         return results
 
 
-class _Feed:
+class Feed:
     """Masked inputs in, class probabilities out, through full batches of SCORE_BATCH
     (the last one padded) so that memory stays bounded and the function is traced once."""
 

@@ -1,0 +1,144 @@
+"""Scores of every layer's class activation maps for one photo (the ``scores`` jobs).
+
+Localisation needs only the cached maps and the photo's trimap; faithfulness (deletion and
+insertion, see ``atlas.scores``) runs the model on the photo with its pixels removed or
+added in the order of each map, every curve of every layer and method batched into
+fixed-size forward passes (``cams.Feed``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from atlas import scores
+from atlas._tensorflow import tf
+from atlas.cache import Cache
+from atlas.dataset import DatasetImage, iter_batches
+from atlas.models import LoadedModel
+from atlas.plan import Job
+from atlas.render.cams import Feed
+
+log = logging.getLogger(__name__)
+
+# Insertion starts from the photo blurred this much (RISE blurs with sigma 5 at 224 px).
+BLUR_RADIUS = 4.0
+
+
+def cached_maps(entry, layers: int, methods: Sequence[str]) -> dict[str, list[np.ndarray]]:
+    """The top-1 class maps of an image entry: method -> per layer (h, w) in [0, 1]."""
+    found = {}
+    for method in methods:
+        maps = []
+        for index in range(layers):
+            name = f"raw0_{index}.png" if method == "gradcam" else f"{method}0_{index}.png"
+            with Image.open(io.BytesIO(entry.read(name))) as picture:
+                maps.append(np.asarray(picture, np.float32) / 255.0)
+        found[method] = maps
+    return found
+
+
+def curve_inputs(
+    photo: np.ndarray, saliency: np.ndarray, blurred: np.ndarray, steps: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inner points of a deletion and an insertion curve: (steps - 1, H, W, 3) each.
+
+    Step ``s`` removes (deletion: sets to black) or restores (insertion: into the blurred
+    photo) the ``s / steps`` most salient pixels. The end points are the same for every map
+    (the photo, black, the blurred photo) and are run once per photo.
+    """
+    height, width = photo.shape[:2]
+    order = np.argsort(-saliency.ravel(), kind="stable")
+    deletion = np.repeat(photo[None], steps - 1, axis=0).reshape(steps - 1, -1, 3)
+    insertion = np.repeat(blurred[None], steps - 1, axis=0).reshape(steps - 1, -1, 3)
+    flat = photo.reshape(-1, 3)
+    for step in range(1, steps):
+        chosen = order[: round(step * len(order) / steps)]
+        deletion[step - 1, chosen] = 0
+        insertion[step - 1, chosen] = flat[chosen]
+    shape = (steps - 1, height, width, 3)
+    return deletion.reshape(shape), insertion.reshape(shape)
+
+
+def faithfulness(
+    probabilities: Callable[[Feed], np.ndarray],
+    feed: Feed,
+    photo: np.ndarray,
+    maps: dict[str, list[np.ndarray]],
+    class_index: int,
+    steps: int = scores.STEPS,
+) -> dict[str, dict[str, list[float]]]:
+    """Deletion and insertion AUCs of each method's map of each layer for one photo.
+
+    Args:
+        probabilities: runs what was fed and returns every input's class probabilities.
+        feed: the batching feed the curves' inputs go into.
+        photo: the photo at the model's input size, uint8 (H, W, 3).
+        maps: method -> per layer (h, w) map.
+        class_index: the class whose probability is followed (the maps' class).
+    """
+    blurred = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(BLUR_RADIUS)))
+    feed.add(tf.constant(np.stack([photo, np.zeros_like(photo), blurred]), tf.float32))
+    order = []
+    for method, per_layer in maps.items():
+        for layer, cam in enumerate(per_layer):
+            saliency = scores.resize_map(cam, photo.shape[:2])
+            deletion, insertion = curve_inputs(photo, saliency, blurred, steps)
+            feed.add(tf.constant(np.concatenate([deletion, insertion]), tf.float32))
+            order.append((method, layer))
+    followed = probabilities(feed)[:, class_index]
+    full, black, blur = followed[:3]
+    result: dict[str, dict[str, list[float]]] = {"deletion": {}, "insertion": {}}
+    inner = steps - 1
+    for position, (method, _) in enumerate(order):
+        block = followed[3 + 2 * inner * position : 3 + 2 * inner * (position + 1)]
+        deletion = [full, *block[:inner], black]
+        insertion = [blur, *block[inner:], full]
+        result["deletion"].setdefault(method, []).append(round(scores.area_under(deletion), 5))
+        result["insertion"].setdefault(method, []).append(round(scores.area_under(insertion), 5))
+    return result
+
+
+def run_scores(
+    loaded: LoadedModel,
+    jobs: Sequence[Job],
+    images: dict[str, DatasetImage],
+    cache: Cache,
+    progress: Callable[[int], None],
+) -> None:
+    """Localisation and (for the chosen photos) faithfulness of every layer and method."""
+    model = loaded.keras_model
+    forward = tf.function(
+        lambda x: tf.nn.softmax(model(loaded.preprocess(x), training=False), axis=-1),
+        reduce_retracing=True,
+    )
+    faithful = [images[job.image] for job in jobs if job.extra["faithful"]]
+    photos = {}
+    for batch_images, batch in iter_batches(faithful, loaded.input_size):
+        photos.update(zip((image.name for image in batch_images), batch, strict=True))
+    for job in jobs:
+        start = time.perf_counter()
+        entry = cache.get(job.extra["image_key"])
+        if entry is None:  # an interrupted build: the maps come first
+            continue
+        layers, methods = len(entry.meta["shapes"]), job.extra["methods"]
+        maps = cached_maps(entry, layers, methods)
+        meta: dict = {"class": entry.meta["cam_classes"][0], "layers": layers}
+        if job.extra["trimap"] is not None:
+            trimap = scores.load_trimap(job.extra["trimap"])
+            located = {m: [scores.localisation(cam, trimap) for cam in maps[m]] for m in maps}
+            meta["energy"] = {m: [round(s, 5) for s, _ in v] for m, v in located.items()}
+            meta["pointing"] = {m: [int(hit) for _, hit in v] for m, v in located.items()}
+        if job.extra["faithful"] and job.image in photos:
+            feed = Feed(forward)
+            meta.update(
+                faithfulness(lambda f: f.finish(), feed, photos[job.image], maps, meta["class"])
+            )
+        meta["seconds"] = round(time.perf_counter() - start, 3)
+        cache.put(job.key, meta)
+        progress(1)

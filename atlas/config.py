@@ -55,7 +55,7 @@ class RenderSettings:
     top_k: int = 5
     gradcam_alpha: float = 0.4
     scorecam_channels: int = 6
-    faithfulness_photos: int = 8
+    faithfulness_photos: int = 6
     seed: int = 0
     precision: str = "float32"  # or mixed_bfloat16: the unit renderer's arithmetic
     classic: dict[str, Any] = field(default_factory=dict)

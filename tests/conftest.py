@@ -139,7 +139,13 @@ def write_project(
     folder = copy_images(root / "images", images)
     if model == "tiny" and not (root / "tiny.keras").exists():
         shutil.copyfile(tiny_file, root / "tiny.keras")
-    render = {"units_per_layer": units_per_layer, "best_grid": 1, "activation_channels": 4}
+    # no deletion/insertion curves unless a test asks (tests/test_scores.py covers them)
+    render = {
+        "units_per_layer": units_per_layer,
+        "best_grid": 1,
+        "activation_channels": 4,
+        "faithfulness_photos": 0,
+    }
     render.update(sections.pop("render", {}))
     if render["units_per_layer"] is None:
         del render["units_per_layer"]

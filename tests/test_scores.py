@@ -85,3 +85,36 @@ def test_find_trimaps_beside_the_list(tmp_path):
     found = scores.find_trimaps(tmp_path / "annotations" / "list.txt", ["pug_1", "pug_2"])
     assert found == {"pug_1": folder / "pug_1.png"}
     assert scores.find_trimaps(None, ["pug_1"]) == {}
+
+
+@pytest.mark.slow
+def test_the_model_page_shows_the_scores_of_every_layer_and_method(tmp_path, project_factory):
+    """A tiny build with trimaps for 2 of its 4 photos and curves for 1 photo."""
+    import yaml
+    from PIL import Image
+
+    from atlas.build import BuildOptions, build
+
+    config = project_factory(tmp_path / "p", images=4, render={"faithfulness_photos": 1})
+    annotations = tmp_path / "p" / "annotations"
+    (annotations / "trimaps").mkdir(parents=True)
+    (annotations / "list.txt").write_text("")
+    photos = sorted((tmp_path / "p" / "images").glob("*.jpg"))
+    for photo in photos[:2]:
+        width, height = Image.open(photo).size
+        trimap = np.full((height, width), BACK, np.uint8)
+        trimap[: height // 2] = PET
+        Image.fromarray(trimap).save(annotations / "trimaps" / f"{photo.stem}.png")
+    data = yaml.safe_load(config.read_text())
+    data["dataset"]["annotations"] = "annotations/list.txt"
+    config.write_text(yaml.safe_dump(data))
+    report = build(config, BuildOptions(progress=False, max_steps=2))
+    assert report.rendered["scores"] == 2  # the curve photo is one of the trimap photos
+    page = (report.output / "models" / "tiny" / "index.html").read_text()
+    assert "2 photos have a trimap; 2 without one are left out" in page
+    assert "in 16 steps" in page and "on 1 photos" in page
+    for title in ("Grad-CAM", "Grad-CAM++", "LayerCAM", "Score-CAM"):
+        assert f'<th colspan="4">{title}</th>' in page
+    for layer in ("conv", "depthwise", "separable"):
+        assert f"<tr><td>{layer}</td>" in page
+    assert page.count("★") >= 4  # at least one best cell per metric

@@ -139,14 +139,11 @@ def write_project(
     folder = copy_images(root / "images", images)
     if model == "tiny" and not (root / "tiny.keras").exists():
         shutil.copyfile(tiny_file, root / "tiny.keras")
-    # no deletion/insertion curves unless a test asks (tests/test_scores.py covers them)
-    render = {
-        "units_per_layer": units_per_layer,
-        "best_grid": 1,
-        "activation_channels": 4,
-        "faithfulness_photos": 0,
-    }
+    render = {"units_per_layer": units_per_layer, "best_grid": 1, "activation_channels": 4}
     render.update(sections.pop("render", {}))
+    # no deletion/insertion curves unless a test asks (tests/test_scores.py covers them);
+    # last, so that the lines of the keys above stay where error tests expect them
+    render.setdefault("faithfulness_photos", 0)
     if render["units_per_layer"] is None:
         del render["units_per_layer"]
     data = config_dict(root, folder, model_entry(model), render=render)

@@ -8,6 +8,7 @@ progress bar counts only the missing work.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import importlib.metadata
 import logging
@@ -66,6 +67,7 @@ CAM_TITLES = {
 EXEMPLARS = 3
 
 
+@functools.cache  # read once per process: every unit's key asks (7,500 times a build)
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)

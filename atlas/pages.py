@@ -13,6 +13,7 @@ import markdown
 
 from atlas import __version__, plan
 from atlas.charts import confusion_svg
+from atlas.confusions import confusion_pages
 from atlas.dataset import breed_title
 from atlas.metrics import Prediction, is_breed_correct, pets_metrics
 from atlas.plan import CAM_METHODS, CAM_TITLES, PHOTO_SIDE, photo_job
@@ -536,6 +537,8 @@ def _model_pages(model: ModelView, home) -> list[Page]:
     crumb = (model.title, model.path)
     pages = [Page(model.path, "model.html", model.title, model,
                   crumbs=(home, (model.title, None)))]
+    # before the accuracy page is rendered: it links the confusion pages
+    pages += confusion_pages(model, home) if model.has_classes else []
     pages += [] if not model.has_classes else [
         Page(
             model.sibling("predictions.html"),

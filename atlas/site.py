@@ -325,6 +325,7 @@ def write_site(context, inputs: str | None = None) -> Written:
         inputs: the digest of everything the pages are made from
             (:func:`atlas.manifest.inputs_digest`); None: always write.
     """
+    from atlas import search
     from atlas.pages import collect_pages
 
     config = context.config
@@ -345,6 +346,7 @@ def write_site(context, inputs: str | None = None) -> Written:
         recorded = render_pages(pages, env, temp, site, output if hashes else None, hashes)
         publish_files(assets, temp)
         size = copy_static(config.site.templates, temp)
+        size += search.write_index(site["models"], temp)
         size += sum(entry[2] for entry in recorded.values()) + sum(assets.sizes.values())
         (temp / ".nojekyll").write_text("")
         _mark(temp)  # before the stamp: swap_in keeps it as it is

@@ -261,3 +261,58 @@ def test_site_works_from_file_urls(browser, tmp_path_factory):
     page.wait_for_url("**/layers/conv_dw_1/index.html")
     assert failed == []
     context.close()
+
+
+def test_search_box_finds_a_unit_a_photo_and_a_breed_from_file_urls(browser, tmp_path_factory):
+    """The home page's search box, no server: the index loads only when the box is used."""
+    site = small_site(tmp_path_factory)
+    context = browser.new_context()
+    page = context.new_page()
+    failed: list[str] = []
+    loaded: list[str] = []
+    page.on("requestfailed", lambda r: r.failure == "net::ERR_ABORTED" or failed.append(r.url))
+    page.on("pageerror", lambda e: failed.append(str(e)))
+    page.on("request", lambda r: loaded.append(r.url))
+    page.goto((site / "index.html").as_uri())
+    assert not any(url.endswith("search-index.js") for url in loaded)
+    first = "ol.search-results li:first-child a"
+
+    page.fill("input.site-search", "conv_dw_1 unit 2")
+    page.wait_for_selector(first)
+    assert any(url.endswith("search-index.js") for url in loaded)
+    assert page.get_attribute(first, "href") == "models/mobilenet/layers/conv_dw_1/units/2.html"
+
+    page.fill("input.site-search", "pug_112")
+    assert page.get_attribute(first, "href") == "models/mobilenet/images/pug_112.html"
+
+    # a breed: its photos and the units whose strongest photos show it
+    page.fill("input.site-search", "Pug")
+    links = page.locator("ol.search-results a").evaluate_all("els => els.map(e => e.href)")
+    assert any(link.endswith("/models/mobilenet/images/pug_112.html") for link in links)
+    units = page.locator("ol.search-results li", has_text="unit").all_inner_texts()
+    assert units and all("Pug" in text for text in units)
+
+    page.click(first)  # the links work from a page one level down too
+    page.wait_for_load_state("load")
+    page.fill("input.site-search", "conv1 unit 0")
+    page.wait_for_selector(first)
+    page.click(first)
+    page.wait_for_url("**/models/mobilenet/layers/conv1/units/0.html")
+    assert failed == []
+    context.close()
+
+
+def test_confusion_page_switches_layers(browser, tmp_path_factory):
+    site = small_site(tmp_path_factory)
+    [confusion] = sorted((site / "models" / "mobilenet" / "confusions").glob("*.html"))[:1]
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(confusion.as_uri())
+    rows = "section.confusion .confusion-row:visible"
+    assert page.locator(rows).evaluate_all("els => els.map(e => e.dataset.layer)") == [
+        "conv_preds"] * page.locator("section.confusion").count()
+    page.select_option("select.layer-switch", "conv1")
+    assert set(page.locator(rows).evaluate_all("els => els.map(e => e.dataset.layer)")) == {
+        "conv1"}
+    assert page.locator(f"{rows} img.map").count() == 2 * page.locator("section.confusion").count()
+    context.close()

@@ -96,4 +96,111 @@
     [breed, wrong].forEach(function (el) { if (el) { el.addEventListener("change", filterRows); } });
     filterRows();
   }
+
+  // Site search: search-index.js (a script, so it loads from file:// too) is fetched the
+  // first time the box is used; results link relative to this page (data-root).
+  var searchBox = document.querySelector("input.site-search");
+  var searchList = document.querySelector("ol.search-results");
+  var searchEntries = null;
+  var KINDS = ["layer", "class", "photo", "unit"];
+  function searchIndex(data) {
+    var entries = [];
+    function add(kind, label, text, path) {
+      entries.push({kind: kind, label: label, text: text.toLowerCase(), path: path});
+    }
+    data.layers.forEach(function (layer) {
+      var model = data.models[layer[0]];
+      add("layer", model[1] + " · " + layer[1], model[0] + " " + model[1] + " " + layer[1], layer[2]);
+      var folder = layer[2].replace(/index\.html$/, "units/");
+      layer[3].forEach(function (unit) {
+        var breeds = unit.slice(1).map(function (b) { return data.breeds[b]; });
+        add("unit", model[1] + " · " + layer[1] + " unit " + unit[0] +
+            (breeds.length ? " (" + breeds.join(", ") + ")" : ""),
+            model[0] + " " + layer[1] + " unit " + unit[0] + " " + breeds.join(" "),
+            folder + unit[0] + ".html");
+      });
+    });
+    data.photos.forEach(function (photo) {
+      var breed = data.breeds[photo[1]];
+      photo[2].forEach(function (where) {
+        var model = data.models[where[0]];
+        add("photo", photo[0] + " (" + breed + ") · " + model[1],
+            photo[0] + " " + breed + " " + model[0],
+            where[1] || model[2].replace(/index\.html$/, "predictions.html"));
+      });
+    });
+    data.classes.forEach(function (classes) {
+      var model = data.models[classes[0]];
+      var accuracy = model[2].replace(/index\.html$/, "accuracy.html");
+      classes[1].forEach(function (label) {
+        add("class", label + " · " + model[1], label + " " + model[0], accuracy);
+      });
+    });
+    return entries;
+  }
+  function searchShow() {
+    var words = searchBox.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    searchList.textContent = "";
+    if (!words.length || !searchEntries) { searchList.classList.add("hidden"); return; }
+    var found = [];
+    searchEntries.forEach(function (entry, i) {
+      var score = 0;
+      for (var w = 0; w < words.length; w += 1) {
+        var at = entry.text.indexOf(words[w]);
+        if (at < 0) { return; }
+        var end = at + words[w].length;  // whole words rank first ("unit 3" before "unit 30")
+        if ((at === 0 || /[\s_\/.-]/.test(entry.text[at - 1])) &&
+            (end === entry.text.length || /[\s_\/.-]/.test(entry.text[end]))) { score += 1; }
+      }
+      found.push({entry: entry, score: score, i: i});
+    });
+    found.sort(function (a, b) {
+      return b.score - a.score || KINDS.indexOf(a.entry.kind) - KINDS.indexOf(b.entry.kind) ||
+        a.i - b.i;
+    });
+    found.slice(0, 30).forEach(function (hit) {
+      var li = document.createElement("li");
+      var a = document.createElement("a");
+      a.href = searchBox.dataset.root + hit.entry.path;
+      a.textContent = hit.entry.label;
+      var kind = document.createElement("span");
+      kind.className = "kind";
+      kind.textContent = hit.entry.kind;
+      li.appendChild(a);
+      li.appendChild(kind);
+      searchList.appendChild(li);
+    });
+    if (!found.length) {
+      var none = document.createElement("li");
+      none.textContent = "nothing found";
+      searchList.appendChild(none);
+    }
+    searchList.classList.remove("hidden");
+  }
+  function searchLoad() {
+    if (searchEntries || searchBox.dataset.loading) { return; }
+    searchBox.dataset.loading = "yes";
+    var script = document.createElement("script");
+    script.src = searchBox.dataset.root + "search-index.js";
+    script.onload = function () { searchEntries = searchIndex(window.ATLAS_SEARCH); searchShow(); };
+    document.head.appendChild(script);
+  }
+  if (searchBox && searchList) {
+    searchBox.addEventListener("focus", searchLoad);
+    searchBox.addEventListener("input", function () { searchLoad(); searchShow(); });
+    searchBox.addEventListener("keydown", function (event) {
+      var first = searchList.querySelector("a");
+      if (event.key === "Enter" && first) { window.location.href = first.href; }
+    });
+  }
+
+  // Confusion pages: the layer select shows one layer's maps at a time.
+  var layerSelect = document.querySelector("select.layer-switch");
+  if (layerSelect) {
+    layerSelect.addEventListener("change", function () {
+      document.querySelectorAll("[data-layer]").forEach(function (el) {
+        el.classList.toggle("hidden", el.dataset.layer !== layerSelect.value);
+      });
+    });
+  }
 })();

@@ -15,7 +15,7 @@
     if (event.key === "ArrowLeft") { go("prev"); }
     else if (event.key === "ArrowRight") { go("next"); }
     else if (event.key === "/") {
-      var box = document.querySelector("input.filter");
+      var box = document.querySelector("input.filter") || document.querySelector("input.site-search");
       if (box) { event.preventDefault(); box.focus(); }
     }
   });

@@ -57,7 +57,9 @@ def test_index_lists_units_by_layer_with_their_photos_breeds():
     assert photos["pug_1"] == ("Pug", [[0, "models/m/images/pug_1.html"]])
     assert photos["pug_2"] == ("Pug", [[0, None]])  # no page: the predictions table has it
     assert index["classes"] == [[0, ["pug", "tabby</script>"]]]
-    assert "</script>" not in index_script([_fake_model()])
+    script = index_script([_fake_model()])
+    assert "<" not in script
+    assert json.loads(script[len("window.ATLAS_SEARCH=") : -2]) == index  # same strings
 
 
 def _breed(name: str) -> str:

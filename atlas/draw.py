@@ -93,7 +93,9 @@ def activation_grid(maps: np.ndarray, max_channels: int, max_side: int = 256) ->
 
 
 def map_to_png_array(values: np.ndarray) -> np.ndarray:
-    """A non-negative map scaled to uint8 by its own maximum (the raw map kept per layer)."""
+    """A non-negative map scaled to uint8 by its own maximum (the raw map kept per layer);
+    non-finite values (a degenerate map) count as 0."""
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(values.max()) if values.size else 0.0
     if peak <= 0:
         return np.zeros(values.shape, dtype=np.uint8)

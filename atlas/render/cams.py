@@ -52,8 +52,8 @@ def gradient_cams(feature: tf.Tensor, gradient: tf.Tensor) -> dict[str, tf.Tenso
     cubed = squared * gradient
     total = tf.reduce_sum(feature, axis=(1, 2), keepdims=True)
     denominator = 2.0 * squared + cubed * total
-    denominator += tf.cast(squared == 0.0, denominator.dtype)  # alpha = 0 where g = 0
-    alphas = squared / denominator
+    # alpha = 0 where g = 0, and where 2 g^2 + g^3 sum(A) happens to vanish (g sum(A) = -2)
+    alphas = tf.math.divide_no_nan(squared, denominator)
     norm = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
     alphas /= norm + tf.cast(norm == 0.0, norm.dtype)
     plus_weights = tf.reduce_sum(alphas * tf.nn.relu(gradient), axis=(1, 2))

@@ -340,10 +340,12 @@ def test_killed_build_resumes_with_finished_units(project):
         process.kill()
         process.communicate()
     finished = len(cache_entries(cache, "own_activation")) - before
-    assert 0 < finished < 12
+    # Units are written batch by batch and a batch may span layers: the kill can land
+    # after every unit of the one batch was written, so all 12 may be finished.
+    assert 0 < finished <= 12
     report = build(project, OPTIONS)  # also removes what the kill left half-written
     assert report.reused["unit"] == finished
-    assert report.rendered["unit"] == 12 - finished
+    assert report.rendered.get("unit", 0) == 12 - finished
     assert not list(cache.glob("*/.tmp-*"))
     assert broken_links(report.output) == []
 

@@ -15,11 +15,14 @@ The walk and the facts of all 26 applications are checked too: the 14 of the bui
 its cache (its facts, as the build planned with them), the 12 others built one after
 another in this process, each once and then dropped. Keras numbers unnamed layers per
 process, so facts (layer names, read-at tensors, content addresses) are compared between
-the build's process, this one, and a fresh process that builds InceptionV3 first.
+the build's process, this one, and a fresh process that builds InceptionV3 first. The
+build and the facts are made once per session, also when pytest-xdist workers share this
+module (see ``once``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import hashlib
 import json
@@ -27,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import own_models
@@ -73,7 +77,7 @@ OWN = {
     "cat-dog": (own_models.cat_dog, "species"),
 }
 BREED_MODELS = ("ops-nested", "rescaling-logits", "sequential-softmax")
-PHOTOS = 2
+PHOTOS = 1
 
 
 def application_config(application: str) -> ModelConfig:
@@ -145,41 +149,52 @@ def write_zoo_project(root: Path) -> Path:
     return config
 
 
-@pytest.fixture(scope="module")
-def zoo_build(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The build of every model above, run as a user runs it."""
-    config = write_zoo_project(tmp_path_factory.mktemp("zoo"))
+def once(tmp_path_factory, name: str, compute: Callable[[Path], object]) -> tuple[Path, object]:
+    """``compute(folder)`` run once per test session, even when pytest-xdist workers share
+    it (they share the parent of their temporary folders); its JSON result is kept there.
+    Returns the folder and the result."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    result = folder / "result.json"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            result.write_text(json.dumps(compute(folder)), encoding="utf-8")
+    return folder, json.loads(result.read_text(encoding="utf-8"))
+
+
+def run_zoo_build(folder: Path) -> dict:
+    config = write_zoo_project(folder)
+    command = [sys.executable, "-m", "atlas", "build", "--no-progress", "--max-steps", "2"]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "atlas",
-            "build",
-            "--no-progress",
-            "--max-steps",
-            "2",
-            "-c",
-            str(config),
-        ],
+        [*command, "-c", str(config)],
         capture_output=True,
         text=True,
         env=ENV,
         timeout=1200,
-        cwd=config.parent,
+        cwd=folder,
     )
-    return config, done
+    return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
+
+@pytest.fixture(scope="module")
+def zoo_build(tmp_path_factory) -> tuple[Path, dict]:
+    """The build of every model above, run as a user runs it: (config, its exit and output)."""
+    folder, done = once(tmp_path_factory, "zoo", run_zoo_build)
+    return folder / "site_config.yaml", done
 
 
 @pytest.fixture(scope="module")
 def site(zoo_build) -> Path:
     config, done = zoo_build
-    assert done.returncode == 0, done.stderr[-4000:]
+    assert done["returncode"] == 0, done["stderr"][-4000:]
     return config.parent / "_site"
 
 
 def test_the_build_exits_0_without_a_traceback(zoo_build, site):
     _, done = zoo_build
-    assert "Traceback" not in done.stdout + done.stderr
+    assert "Traceback" not in done["stdout"] + done["stderr"]
     assert check_site(site) == []
     for model_id in [*OWN, *(name.lower() for name in FAMILIES)]:
         assert (site / "models" / model_id / "index.html").is_file(), model_id
@@ -248,20 +263,24 @@ def test_every_model_renders_its_unit_pictures(site):
 
 
 @pytest.fixture(scope="module")
-def zoo_facts(zoo_build, site) -> dict[str, dict]:
+def zoo_facts(tmp_path_factory, zoo_build, site) -> dict[str, dict]:
     """Every application's facts: the build's (from its cache) and the others, built here
     one after another."""
-    config = load_config(zoo_build[0])
-    cache = open_cache(config.cache)
-    facts = {}
-    for model in config.models:
-        if model.application is not None:
-            entry = cache.get(plan.facts_job(model, plan.model_identity(model)).key)
-            facts[model.application] = {k: v for k, v in entry.meta.items() if k != "_files"}
-    for application in APPLICATIONS:
-        if application not in facts:
-            facts[application] = facts_of(application)
-    return facts
+
+    def collect(_: Path) -> dict[str, dict]:
+        config = load_config(zoo_build[0])
+        cache = open_cache(config.cache)
+        facts = {}
+        for model in config.models:
+            if model.application is not None:
+                entry = cache.get(plan.facts_job(model, plan.model_identity(model)).key)
+                facts[model.application] = {k: v for k, v in entry.meta.items() if k != "_files"}
+        for application in APPLICATIONS:
+            if application not in facts:
+                facts[application] = facts_of(application)
+        return facts
+
+    return once(tmp_path_factory, "zoo-facts", collect)[1]
 
 
 @pytest.mark.parametrize("application", APPLICATIONS)

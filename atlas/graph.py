@@ -109,10 +109,10 @@ class FlatGraph:
         if facts.pre_activation is None:
             return post
         pre = self.tensors[facts.pre_activation]
-        # Only where the unit is off (pre < 0), as Lucid's redirected ReLU: above a capped
-        # activation's top (ReLU6) the objective cannot grow, so nothing is pushed there.
-        off = keras.ops.stop_gradient(keras.ops.cast(pre < 0, pre.dtype))
-        return post + REDIRECT * off * (pre - keras.ops.stop_gradient(pre))
+        # A layer named after its conv, not loose keras.ops calls: those are auto-named
+        # ("subtract") and a loaded .keras file's own ops keep such names, which Keras then
+        # refuses in one model ("used 2 times").
+        return _Redirect(name=f"{facts.name.replace('/', '__')}__redirect")(post, pre)
 
     def logits_model(self) -> keras.Model:
         """Input -> the pre-softmax logits."""
@@ -131,6 +131,17 @@ class FlatGraph:
         if with_logits:
             outputs.append(self.outputs[0])
         return keras.Model(self.inputs[0], outputs)
+
+
+class _Redirect(keras.layers.Layer):
+    """The unit tensor forward; backward, also :data:`REDIRECT` times its gradient into
+    the activation's input where that is negative (see :meth:`FlatGraph.ascent_model`)."""
+
+    def call(self, post, pre):
+        # Only where the unit is off (pre < 0), as Lucid's redirected ReLU: above a capped
+        # activation's top (ReLU6) the objective cannot grow, so nothing is pushed there.
+        off = keras.ops.stop_gradient(keras.ops.cast(pre < 0, pre.dtype))
+        return post + REDIRECT * off * (pre - keras.ops.stop_gradient(pre))
 
 
 class _Tracer:

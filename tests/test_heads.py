@@ -298,3 +298,19 @@ def test_layer_patterns_match_the_qualified_names_of_nested_convs(tmp_path):
         "backbone/dw",
         "backbone/pw",
     ]
+
+
+def test_unit_models_of_a_file_with_keras_ops_preprocessing(tmp_path):
+    """A loaded file keeps its ops' names (``subtract``): the ops atlas adds for gradient
+    ascent must not take the same names (Keras refused the model: "used 2 times")."""
+    loaded = load_file(own_models.ops_nested(), tmp_path)
+    convs = [layer.name for layer in loaded.graph.conv_layers]
+    assert loaded.graph.conv_facts("backbone/conv1").pre_activation is not None
+    model = loaded.features_model(convs)
+    pixels = own_models.random_pixels(2)
+    outputs = model(loaded.preprocess(pixels))
+    reference = keras.Model(
+        loaded.graph.inputs[0], [loaded.graph.tensors[loaded.graph.unit_tensor(c)] for c in convs]
+    )
+    for got, expected in zip(outputs, reference(pixels), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)

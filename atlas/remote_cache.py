@@ -167,9 +167,7 @@ class RemoteCache(Cache):
                 self.fs.pipe_file(self._entry(key, token, name), data)
             manifest = dict(entry.meta, _dir=token)
             try:
-                self.fs.pipe_file(
-                    self._entry(key, META), canonical_json(manifest).encode(), mode="create"
-                )
+                self._create(self._entry(key, META), canonical_json(manifest).encode())
             except FileExistsError:  # another writer published the key first: keep theirs
                 self._remove_files(key, token)
                 entry = self._adopt(key) or entry
@@ -214,9 +212,29 @@ class RemoteCache(Cache):
         except OSError as error:
             raise CacheError(f"cannot write to the cache {self.url}: {error}") from None
 
+    def _create(self, path: str, data: bytes) -> None:
+        """Write a new file whole, or raise FileExistsError if it exists.
+
+        fsspec's local ``mode="create"`` checks, then writes: two racing writers can both
+        pass the check and interleave their bytes. On a local (or mounted) file system the
+        file is written aside and linked into place, which is atomic and exclusive.
+        """
+        protocol = self.fs.protocol
+        if "file" not in (protocol if isinstance(protocol, tuple) else (protocol,)):
+            self.fs.pipe_file(path, data, mode="create")
+            return
+        target = Path(self.fs._strip_protocol(path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+        temp.write_bytes(data)
+        try:
+            os.link(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+
     def create_exclusive(self, name: str, data: bytes) -> bool:
         try:
-            self.fs.pipe_file(self._remote(name), data, mode="create")
+            self._create(self._remote(name), data)
             return True
         except FileExistsError:
             return False

@@ -204,7 +204,9 @@ def scores_job(
     model: ModelConfig, image: Job, trimap: Path | None, faithful: bool, steps: int
 ) -> Job:
     """Localisation (against the trimap, if any) and faithfulness (if ``faithful``) of every
-    layer's and method's top-1 map of one image, read from that image's job."""
+    layer's and method's top-1 map of one image, read from that image's job (no Score-CAM
+    map when ``render.scorecam_channels`` is 0)."""
+    methods = [m for m in CAM_METHODS if m != "scorecam" or model.render.scorecam_channels]
     key = job_key(
         "scores",
         {
@@ -212,14 +214,14 @@ def scores_job(
             "trimap": file_digest(trimap) if trimap is not None else None,
             "faithful": faithful,
             "steps": steps,
-            "methods": list(CAM_METHODS),
+            "methods": methods,
         },
     )
     extra = {
         "image_key": image.key,
         "trimap": trimap,
         "faithful": faithful,
-        "methods": list(CAM_METHODS),
+        "methods": methods,
     }
     return Job("scores", model.id, key, image=image.image, extra=extra)
 

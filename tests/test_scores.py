@@ -118,3 +118,22 @@ def test_the_model_page_shows_the_scores_of_every_layer_and_method(tmp_path, pro
     for layer in ("conv", "depthwise", "separable"):
         assert f"<tr><td>{layer}</td>" in page
     assert page.count("★") >= 4  # at least one best cell per metric
+
+
+@pytest.mark.slow
+def test_scores_without_score_cam(tmp_path, project_factory):
+    """``scorecam_channels: 0`` leaves Score-CAM out of the maps and so out of the scores
+    (the scores job read a Score-CAM map that was never drawn: a traceback)."""
+    from atlas.build import BuildOptions, build
+
+    list_txt = Path(__file__).resolve().parents[1] / "data/oxford-pets/annotations/list.txt"
+    config = project_factory(
+        tmp_path / "p",
+        images=1,
+        render={"faithfulness_photos": 1, "scorecam_channels": 0},
+        dataset={"annotations": str(list_txt)},
+    )
+    report = build(config, BuildOptions(progress=False, max_steps=2))
+    assert report.rendered["scores"] == 1
+    page = (report.output / "models" / "tiny" / "index.html").read_text()
+    assert '<th colspan="4">LayerCAM</th>' in page and "Score-CAM" not in page

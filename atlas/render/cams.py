@@ -132,8 +132,10 @@ class ScoreCam:
 
 
 class Feed:
-    """Masked inputs in, class probabilities out, through full batches of SCORE_BATCH
-    (the last one padded) so that memory stays bounded and the function is traced once."""
+    """Masked inputs in, class probabilities out, through full batches of SCORE_BATCH so
+    that memory stays bounded; the last one is padded to the next power of two (a few
+    masks of one photo through a large model cost a few forward passes, not SCORE_BATCH),
+    so the function is traced for at most a handful of batch sizes."""
 
     def __init__(self, forward: Callable):
         self._forward = forward
@@ -151,7 +153,8 @@ class Feed:
         rest = tf.concat(self._pending, axis=0) if self._pending else None
         if rest is not None and rest.shape[0]:
             filled = int(rest.shape[0])
-            padding = tf.zeros((SCORE_BATCH - filled, *rest.shape[1:]), rest.dtype)
+            size = min(SCORE_BATCH, 1 << (filled - 1).bit_length())
+            padding = tf.zeros((size - filled, *rest.shape[1:]), rest.dtype)
             self._run(tf.concat([rest, padding], axis=0), keep=filled)
         return np.concatenate(self._outputs) if self._outputs else np.zeros((0, 0), np.float32)
 

@@ -40,12 +40,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from atlas._tensorflow import keras, tf
-from atlas.render import param, transforms
+from atlas.render import objectives, param, transforms
 from atlas.render.device import MAX_BATCH, auto_batch_size, with_precision  # noqa: F401
+from atlas.render.objectives import Batch, group_batches
 from atlas.render.settings import (  # noqa: F401  (re-exported for callers of render_units)
     DEFAULT_CLASSIC,
     DEFAULT_LUCID,
     DEFAULT_METHOD,
+    DIVERSITY_WEIGHT,
     LUCID_FULL,
     VGG_CLASSIC,
     ClassicParams,
@@ -135,8 +137,10 @@ def _resize(images: tf.Tensor, size: int | None) -> tf.Tensor:
 class _Ascent:
     """What a method supplies to :func:`_ascend`: state, schedule, one step, pictures."""
 
-    def __init__(self, model: keras.Model, preprocess: Callable, model_size: int | None):
+    def __init__(self, model: keras.Model, preprocess: Callable, model_size: int | None,
+                 diversity_weight: float = 0.0):
         self.model, self.preprocess, self.model_size = model, preprocess, model_size
+        self.diversity_weight = diversity_weight
         self._steps: dict[int | str, Callable] = {}
 
     def objective(self, pixels: tf.Tensor, units: tf.Tensor, layers: tf.Tensor) -> tf.Tensor:
@@ -171,6 +175,12 @@ class _Ascent:
         """Per-step tensors besides the state (the random transforms)."""
         return ()
 
+    def loss(self, model_input: tf.Tensor, targets: tuple) -> tuple[tf.Tensor, tf.Tensor]:
+        """What a step ascends (see :func:`objectives.batch_loss`) and each unit's mean."""
+        outputs = self.model(model_input, training=False)
+        means = _unit_means(outputs, targets[0], targets[1])
+        return objectives.batch_loss(outputs, means, targets, self.diversity_weight), means
+
 
 class _ClassicAscent(_Ascent):
     def __init__(self, params: ClassicParams, *args):
@@ -191,11 +201,11 @@ class _ClassicAscent(_Ascent):
     def make_step(self, size: int) -> Callable:
         step_size = self.params.step_size
 
-        def step(images, units, layers, step_index):
+        def step(images, targets, step_index):
             with tf.GradientTape() as tape:
                 tape.watch(images)
-                objective = self.objective(images, units, layers)
-                total = tf.reduce_sum(objective)
+                model_input = self.preprocess(_resize(images, self.model_size))
+                total, objective = self.loss(model_input, targets)
             grad = tape.gradient(total, images)
             rms = tf.sqrt(tf.reduce_mean(tf.square(grad), axis=[1, 2, 3], keepdims=True))
             moved = tf.reduce_any(grad != 0, axis=[1, 2, 3])
@@ -241,15 +251,13 @@ class _LucidAscent(_Ascent):
         p, out_size = self.params, self.model_size or self.params.size
         beta_1, beta_2, epsilon = self.BETA_1, self.BETA_2, self.EPSILON
 
-        def step(state, units, layers, step_index, matrices):
+        def step(state, targets, step_index, matrices):
             variables, first, second = state
             with tf.GradientTape() as tape:
                 tape.watch(variables)
                 pixels = param.to_pixels(variables, size, p.fft, p.decorrelate)
                 warped = transforms.warp(pixels, matrices, out_size, GREY)
-                outputs = self.model(self.preprocess(warped), training=False)
-                objective = _unit_means(outputs, units, layers)
-                total = tf.reduce_sum(objective)
+                total, objective = self.loss(self.preprocess(warped), targets)
             grad = tape.gradient(total, variables)
             # Adam is elementwise, so each image's update depends on its own gradient only.
             first = beta_1 * first + (1 - beta_1) * grad
@@ -272,22 +280,18 @@ class _LucidAscent(_Ascent):
 
 
 def _ascend(
-    ascent: _Ascent,
-    units: Sequence[int],
-    layers: Sequence[int],
-    seeds: Sequence[int],
-    max_steps: int | None,
+    ascent: _Ascent, batch: Batch, max_steps: int | None
 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """The optimisation loop shared by both methods.
 
     Returns:
-        float pixels ``(batch, H, W, 3)``, final objectives, steps taken, and whether each
-        image's gradient was ever non-zero.
+        float pixels ``(batch, H, W, 3)``, final objectives (each picture's unit mean),
+        steps taken, and whether each image's gradient was ever non-zero.
     """
-    unit_tensor = tf.constant(list(units), tf.int32)
-    layer_tensor = tf.constant(list(layers), tf.int32)
-    state = ascent.start(seeds)
-    alive = tf.zeros(len(units), tf.bool)
+    targets = batch.targets()
+    unit_tensor, layer_tensor = targets[0], targets[1]
+    state = ascent.start(batch.seeds)
+    alive = tf.zeros(len(batch), tf.bool)
     objective = None
     taken = 0
     for size, steps in ascent.schedule():
@@ -297,9 +301,7 @@ def _ascend(
             if max_steps is not None and taken >= max_steps:
                 break
             extra = ascent.step_inputs(taken)
-            state, objective, moved = step(
-                state, unit_tensor, layer_tensor, tf.constant(taken), *extra
-            )
+            state, objective, moved = step(state, targets, tf.constant(taken), *extra)
             alive = tf.logical_or(alive, moved)  # stays on the device: no sync per step
             taken += 1
     pixels = ascent.pixels(state)
@@ -315,7 +317,7 @@ class UnitRenderer:
 
     Build one per model and method and call :meth:`render` for any units of any of its
     outputs: the step is traced once (a MobileNet step costs ~1.3 s to trace), not once
-    per layer or per call.
+    per layer or per call. Channel, negative and diversity pictures share that step.
 
     Args:
         feature_model: model from the network input to one or more conv layers' NHWC
@@ -326,6 +328,8 @@ class UnitRenderer:
             model's fixed input size, else the picture size.
         precision: ``float32`` or ``mixed_bfloat16``: the ascent's model computes in
             bfloat16 (pictures, Adam state, objectives and ``own_activation`` stay float32).
+        diversity_weight: lambda of the diversity term of grouped pictures
+            (:mod:`atlas.render.objectives`).
 
     Raises:
         ValueError: an output of the model is not 4-D.
@@ -338,6 +342,7 @@ class UnitRenderer:
         preprocess: Callable[[tf.Tensor], tf.Tensor],
         eval_size: int | None = None,
         precision: str = "float32",
+        diversity_weight: float = DIVERSITY_WEIGHT,
     ):
         shapes = feature_model.output_shape
         shapes = shapes if isinstance(shapes, list) else [shapes]
@@ -351,7 +356,7 @@ class UnitRenderer:
         self.model_size = fixed_input_size(feature_model)
         method = _ClassicAscent if isinstance(params, ClassicParams) else _LucidAscent
         self.ascent = method(params, with_precision(feature_model, precision), preprocess,
-                             self.model_size)
+                             self.model_size, diversity_weight)
         self.picture_size = self.ascent.schedule()[-1][0]
         size = eval_size or self.model_size or self.picture_size
         self.evaluate = tf.function(
@@ -368,6 +373,8 @@ class UnitRenderer:
         seeds: Sequence[int],
         layers: Sequence[int] | None = None,
         *,
+        signs: Sequence[float] | None = None,
+        groups: Sequence[int] | None = None,
         batch_size: int | None = None,
         max_steps: int | None = None,
     ) -> Iterator[list[UnitResult]]:
@@ -377,6 +384,10 @@ class UnitRenderer:
             units: channel indices to visualise.
             seeds: one seed per unit; all of a unit's randomness comes from it.
             layers: per unit, the index of its output (default: all 0).
+            signs: per picture, +1 to drive its unit up (default), -1 to drive it down.
+            groups: per picture, its diversity group (-1, the default: none). A group's
+                pictures are optimised together (never split across batches) and must be
+                contiguous and read one output.
             batch_size: images per batch; None chooses by :func:`auto_batch_size`.
             max_steps: cap on the total gradient steps (tests).
 
@@ -384,55 +395,60 @@ class UnitRenderer:
             one list of :class:`UnitResult` per batch, in the order of ``units``.
 
         Raises:
-            ValueError: ``units``, ``seeds`` and ``layers`` differ in length, or a unit or
-                layer is out of range.
+            ValueError: the lists differ in length, a unit or layer is out of range, or a
+                group is not contiguous or larger than a batch.
         """
-        units, seeds = [int(u) for u in units], [int(s) for s in seeds]
-        layers = [0] * len(units) if layers is None else [int(k) for k in layers]
-        if not len(units) == len(seeds) == len(layers):
-            raise ValueError(f"{len(units)} units, {len(seeds)} seeds, {len(layers)} layers")
-        bad = [(k, u) for k, u in zip(layers, units, strict=True)
+        count = len(units)
+        batch = Batch([int(u) for u in units],
+                      [0] * count if layers is None else [int(k) for k in layers],
+                      [int(s) for s in seeds],
+                      [1.0] * count if signs is None else [float(x) for x in signs],
+                      [-1] * count if groups is None else [int(g) for g in groups])
+        lengths = {len(values) for values in batch._lists()}
+        if len(lengths) != 1:
+            raise ValueError(f"{count} units, {len(seeds)} seeds, {len(batch.layers)} layers, "
+                             f"{len(batch.signs)} signs, {len(batch.groups)} groups")
+        self._check_range(batch)
+        batch_size = batch_size or auto_batch_size(self.model, self.model_size or
+                                                   self.picture_size)
+        log.debug("rendering %d units, %r, batch %d", count, self.params, batch_size)
+        for start, end in group_batches(batch.groups, batch.layers, batch_size):
+            yield self._batch(batch.part(start, end), batch_size, count, max_steps)
+
+    def _check_range(self, batch: Batch) -> None:
+        bad = [(k, u) for k, u in zip(batch.layers, batch.units, strict=True)
                if not 0 <= k < len(self.channels) or not 0 <= u < self.channels[k]]
         if bad:
-            k, unit = bad[0]
+            k, _ = bad[0]
             raise ValueError(f"units {[u for _, u in bad[:5]]} out of range for "
                              f"{self.channels[k] if 0 <= k < len(self.channels) else 0} "
                              f"channels (output {k})")
-        batch_size = batch_size or auto_batch_size(self.model, self.model_size or
-                                                   self.picture_size)
-        log.debug("rendering %d units, %r, batch %d", len(units), self.params, batch_size)
-        for start in range(0, len(units), batch_size):
-            yield self._batch(units[start : start + batch_size], seeds[start : start + batch_size],
-                              layers[start : start + batch_size], batch_size, len(units),
-                              max_steps)
 
-    def _batch(self, units: list[int], seeds: list[int], layers: list[int], batch_size: int,
-               total: int, max_steps: int | None) -> list[UnitResult]:
+    def _batch(self, batch: Batch, batch_size: int, total: int, max_steps: int | None
+               ) -> list[UnitResult]:
         began = time.perf_counter()
-        count = len(units)
+        count = len(batch)
         if count < batch_size and (batch_size < total or batch_size in self._batch_sizes):
             # A short batch would trace every step function again (seconds each);
-            # repeating its last unit to fill the batch is cheaper. Images never interact,
-            # so the padding changes no picture; it is dropped below.
-            pad = batch_size - count
-            units, seeds, layers = (values + values[-1:] * pad for values in
-                                    (units, seeds, layers))
-        self._batch_sizes.add(len(units))
-        pixels, objective, taken, alive = _ascend(self.ascent, units, layers, seeds, max_steps)
+            # repeating its last unit to fill the batch is cheaper. The padding is in no
+            # diversity group, so it changes no picture; it is dropped below.
+            batch = batch.padded(batch_size)
+        self._batch_sizes.add(len(batch))
+        pixels, objective, taken, alive = _ascend(self.ascent, batch, max_steps)
         pictures = self.ascent.picture(pixels)
-        own = self.evaluate(tf.constant(pictures, tf.float32), tf.constant(units),
-                            tf.constant(layers)).numpy()
+        own = self.evaluate(tf.constant(pictures, tf.float32), tf.constant(batch.units),
+                            tf.constant(batch.layers)).numpy()
         seconds = (time.perf_counter() - began) / count
         return [
             UnitResult(
-                unit=units[i],
+                unit=batch.units[i],
                 picture=pictures[i],
                 objective=float(objective[i]),
                 steps=taken,
                 seconds=seconds,
                 dead=bool(taken > 0 and not alive[i]),
                 own_activation=float(own[i]),
-                layer=layers[i],
+                layer=batch.layers[i],
             )
             for i in range(count)
         ]

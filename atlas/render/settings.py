@@ -97,6 +97,11 @@ DEFAULT_LUCID = LucidParams(
     angles=(),
 )
 DEFAULT_METHOD = "lucid"
+# Diversity (Lucid's objectives.diversity): a unit's 4 pictures are optimised together, each
+# for its unit's mean minus DIVERSITY_WEIGHT x the mean cosine similarity between the Gram
+# matrix of its layer's activations and those of the 3 others (a cosine is at most 1).
+DIVERSITY_PICTURES = 4
+DIVERSITY_WEIGHT = 5.0
 
 
 def default_params_for(

@@ -76,6 +76,7 @@ class ModelPlan:
     predict: list[Job] = field(default_factory=list)
     images: list[Job] = field(default_factory=list)
     units: dict[str, list[Job]] = field(default_factory=dict)
+    views: dict[str, list[Job]] = field(default_factory=dict)  # negative, diversity jobs
     grids: dict[str, Job] = field(default_factory=dict)
     exemplars: dict[str, Job] = field(default_factory=dict)
     scores: list[Job] = field(default_factory=list)  # CAM scores per image (atlas.scores)
@@ -339,7 +340,18 @@ def _plan_model(config: Config, model: ModelConfig, context: BuildContext, model
             plan.unit_job(model, layer, unit, result.params) for unit in range(count)]
         result.grids[layer["name"]] = plan.grid_job(
             model, layer["name"], [job.key for job in result.units[layer["name"]]])
+        result.views[layer["name"]] = _view_jobs(model, layer, count, result.params)
     return result
+
+
+def _view_jobs(model: ModelConfig, layer: dict, count: int, params: object) -> list[Job]:
+    """The costly unit views (negative, diversity) of a layer's chosen units."""
+    from atlas.unit_views import COSTLY, costly_units
+
+    settings = model.render.unit_views
+    views = [view for view in COSTLY if settings.has(view)]
+    return [plan.view_job(model, layer, unit, params, view)
+            for unit in costly_units(count, settings.units) for view in views]
 
 
 def _score_jobs(config: Config, model: ModelConfig, image_jobs: list[Job],
@@ -404,8 +416,11 @@ def _exemplar_choices(model_plan: ModelPlan, cache: Cache) -> dict[str, dict] | 
     answer is memoised under a key of the image entries' keys and stamps."""
     layers = [(layer["name"], len(model_plan.units[layer["name"]]))
               for layer in model_plan.layers]
+    from atlas.unit_views import LEAST, MOST, most_and_least
+
     images = [(job.image, job.key, cache.stamp(job.key)) for job in model_plan.images]
-    key = make_key({"images": images, "layers": layers, "count": plan.EXEMPLARS})
+    key = make_key({"images": images, "layers": layers, "most": MOST, "least": LEAST,
+                    "by": "channel_mean"})
     memo = cache.read_memo(EXEMPLAR_MEMO)
     remembered = memo.get(model_plan.config.id, {})
     if remembered.get("key") == key:
@@ -417,8 +432,8 @@ def _exemplar_choices(model_plan: ModelPlan, cache: Cache) -> dict[str, dict] | 
         return None
     result = {}
     for index, (name, units) in enumerate(layers):
-        per_image = {image: entry.meta["channel_max"][index] for image, entry in stats.items()}
-        result[name] = plan.strongest_images(per_image, units, plan.EXEMPLARS)
+        per_image = {image: entry.meta["channel_mean"][index] for image, entry in stats.items()}
+        result[name] = most_and_least(per_image, units)
     memo[model_plan.config.id] = {"key": key, "choices": result}
     cache.write_memo(EXEMPLAR_MEMO, memo)
     return result
@@ -429,6 +444,8 @@ def _exemplar_jobs(model_plan: ModelPlan, context: BuildContext,
     """Second phase: which photos excite each unit most is known only from the image
     stats. Sets ``model_plan.exemplars``; returns the jobs ``missing`` keeps (all if None),
     or none while any image's stats are missing."""
+    if not model_plan.config.render.unit_views.has("dataset"):
+        return []
     choices = _exemplar_choices(model_plan, context.cache)
     if choices is None:
         return []
@@ -466,6 +483,7 @@ def _referenced_keys(context: BuildContext) -> set[str]:
         keys.add(plan.facts_job(model_plan.config, model_plan.identity).key)
         keys.update(job.key for job in model_plan.predict + model_plan.images)
         keys.update(job.key for jobs in model_plan.units.values() for job in jobs)
+        keys.update(job.key for jobs in model_plan.views.values() for job in jobs)
         keys.update(job.key for job in model_plan.grids.values())
         keys.update(job.key for job in model_plan.exemplars.values())
         keys.update(job.key for job in model_plan.scores)

@@ -22,6 +22,7 @@ from atlas.errors import ConfigError
 from atlas.folders import CACHE_MARKER, SITE_MARKER, folder_problem
 from atlas.render.settings import ClassicParams, LucidParams
 from atlas.schema import Checker, KeyLines, kind_of, lookup, why
+from atlas.unit_views import UnitViews, parse_unit_views
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class RenderSettings:
     faithfulness_photos: int = 6
     seed: int = 0
     precision: str = "float32"  # or mixed_bfloat16: the unit renderer's arithmetic
+    unit_views: UnitViews = UnitViews()  # the unit pages' views (atlas.unit_views)
     classic: dict[str, Any] = field(default_factory=dict)
     lucid: dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +70,7 @@ class RenderSettings:
             "top_k": self.top_k, "gradcam_alpha": self.gradcam_alpha, "seed": self.seed,
             "scorecam_channels": self.scorecam_channels, "precision": self.precision,
             "faithfulness_photos": self.faithfulness_photos,
+            "unit_views": self.unit_views.key_dict(),
             "classic": dict(sorted(self.classic.items())),
             "lucid": dict(sorted(self.lucid.items())),
         }
@@ -271,7 +274,7 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
     data = check.mapping(value, path, ("method", "units_per_layer", "best_grid",
                                        "activation_channels", "top_k", "gradcam_alpha", "seed",
                                        "scorecam_channels", "precision", "faithfulness_photos",
-                                       "classic", "lucid"))
+                                       "unit_views", "classic", "lucid"))
     method = check.typed(data, "method", path, str, base.method)
     if "method" in data and method not in METHODS:
         check.problem(f"{path}.method", f"expected one of: {', '.join(METHODS)}; got {method!r}")
@@ -289,6 +292,7 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         precision=_choice(check, data, "precision", path, PRECISIONS, base.precision),
         faithfulness_photos=check.typed(data, "faithfulness_photos", path, int,
                                         base.faithfulness_photos),
+        unit_views=parse_unit_views(check, data, path, base.unit_views),
         classic={**base.classic, **_params(check, data, "classic", path)},
         lucid={**base.lucid, **_params(check, data, "lucid", path)},
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def render_task(task: Task) -> tuple[str, int, float]:
     if task.model is not None:
         plugin.model(task.model)  # loaded once per worker, kept between tasks
     start = time.perf_counter()
-    execute(task, plugin.cache, plugin.model, lambda n: None)
+    execute(task, plugin.cache, plugin.model, lambda *_: None)
     return task.kind, len(task.jobs), time.perf_counter() - start
 
 
@@ -165,7 +166,8 @@ class DaskExecutor:
                 ]
                 for future in as_completed(futures, loop=client.loop):
                     kind, jobs, seconds = _result(future)
-                    self.count(kind, jobs)
+                    for job_kind, count in Counter(j.kind for j in by_key[future.key].jobs).items():
+                        self.count(job_kind, count)
                     if self.record is not None:
                         self.record(by_key[future.key], seconds)
                     bar.update(jobs)

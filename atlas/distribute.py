@@ -139,15 +139,12 @@ def phase_one_tasks(
                 )
         steps = estimate.unit_steps(model_plan.params, max_steps)
         # In network order, across layers: a renderer serves a run of layers (one trace),
-        # and its batches may mix them, so a small layer is not a small batch.
-        todo = [job for jobs in model_plan.units.values() for job in missing(jobs)]
-        units = [job for job in todo if job.key not in scheduled]
-        scheduled.update(job.key for job in units)
-        if len(units) < len(todo):
-            context.reused["unit"] = context.reused.get("unit", 0) + len(todo) - len(units)
+        # and its batches may mix them (and mix channel, negative and diversity pictures),
+        # so a small layer is not a small batch.
+        units = _picture_jobs(context, model_plan, missing, scheduled)
         for chunk in _chunks(units, UNIT_BATCH):
             gflop = sum(
-                estimate.job_gflop("unit", facts, prefix, layer=job.layer, steps=steps)
+                estimate.job_gflop(job.kind, facts, prefix, layer=job.layer, steps=steps)
                 for job in chunk
             )
             tasks.append(
@@ -161,6 +158,24 @@ def phase_one_tasks(
                 )
             )
     return tasks
+
+
+def _picture_jobs(context, model_plan, missing: Callable, scheduled: set[str]) -> list[Job]:
+    """A model's missing unit pictures (channel, negative, diversity), layer by layer,
+    less those another model already schedules (counted as reused)."""
+    found = []
+    for name, jobs in model_plan.units.items():
+        views = model_plan.views.get(name, [])
+        for kind_jobs in (jobs, *([j for j in views if j.kind == k] for k in ("negative",
+                                                                              "diversity"))):
+            todo = missing(kind_jobs) if kind_jobs else []
+            kept = [job for job in todo if job.key not in scheduled]
+            scheduled.update(job.key for job in kept)
+            if len(kept) < len(todo):
+                kind = todo[0].kind
+                context.reused[kind] = context.reused.get(kind, 0) + len(todo) - len(kept)
+            found += kept
+    return found
 
 
 def _curves(job: Job, layers: int) -> int:
@@ -268,9 +283,9 @@ def _run_group(group: list[Task], runner: LocalRun) -> None:
     )
     kind = group[0].kind
 
-    def counted(n: int) -> None:
+    def counted(n: int, job_kind: str | None = None) -> None:
         bar.update(n)
-        runner.count(kind, n)
+        runner.count(job_kind or kind, n)
 
     try:
         for task in group:

@@ -24,8 +24,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+from atlas.render.settings import DIVERSITY_PICTURES
+from atlas.unit_views import LEAST, MOST
+
 log = logging.getLogger(__name__)
 
+# Pictures per job of the unit picture kinds (atlas.unit_views; DIVERSITY_PICTURES).
+PICTURES = {"unit": 1, "negative": 1, "diversity": DIVERSITY_PICTURES}
 THROUGHPUT = "throughput.json"  # in the cache: {kind: {"seconds", "gflop", "jobs"}}
 # Measured on the project's 2-core CPU (default build: MobileNet 0.25, 128 px): used until
 # a build on this machine records its own throughput.
@@ -191,14 +196,18 @@ class Throughput:
         self, kind: str, gflop: float, jobs: int, model: str | None = None
     ) -> tuple[float, bool]:
         """(estimated seconds, measured?) for ``jobs`` of a kind totalling ``gflop``: from
-        this model's record of the kind, else the kind's, else nominal rates."""
+        this model's record of the kind, else the kind's, else nominal rates. Negative and
+        diversity pictures are rendered in the unit tasks: they take the units' rates."""
+        pictures = PICTURES.get(kind, 1)
+        kind = "unit" if kind in PICTURES else kind
         for name in ([f"{kind}:{model}"] if model else []) + [kind]:
             record = self.kinds.get(name)
             if record and gflop > 0 and record["gflop"] > 0:
                 return gflop * record["seconds"] / record["gflop"], True
             if record and gflop <= 0 and record["jobs"] > 0:
-                return jobs * record["seconds"] / record["jobs"], True
-        nominal = gflop / NOMINAL_GFLOPS + jobs * NOMINAL_SECONDS_PER_JOB.get(kind, 0.05)
+                return jobs * pictures * record["seconds"] / record["jobs"], True
+        per_job = NOMINAL_SECONDS_PER_JOB.get(kind, 0.05) * pictures
+        nominal = gflop / NOMINAL_GFLOPS + jobs * per_job
         return nominal, False
 
 
@@ -231,8 +240,8 @@ def nominal_bytes(
 ) -> float:
     """Nominal site bytes of one asset of a kind (see the module docstring)."""
     size = facts.get("input_size", [224, 224])
-    if kind == "unit":
-        return UNIT_BYTES_PER_PIXEL * unit_picture_side(params, size) ** 2
+    if kind in PICTURES:
+        return PICTURES[kind] * UNIT_BYTES_PER_PIXEL * unit_picture_side(params, size) ** 2
     if kind == "photo":
         return PHOTO_BYTES
     if kind == "grid":
@@ -248,7 +257,7 @@ def nominal_bytes(
     if kind == "exemplars":
         by_name = {item["name"]: item for item in layers}
         positions, _ = _positions(by_name[layer]["output_shape"], size) if layer else (1, 1)
-        return units * 3 * (PNG_HEADER + MAP_BYTES_PER_POSITION * positions)
+        return units * (MOST + LEAST) * (PNG_HEADER + MAP_BYTES_PER_POSITION * positions)
     return 0.0
 
 
@@ -321,8 +330,8 @@ def job_gflop(
         cam_slots: Grad-CAM classes per image (1, or 2 when the true breed's class differs).
     """
     total = max(prefix.values(), default=0.0)
-    if kind == "unit":
-        return 3.0 * steps * prefix[layer] / 1e9
+    if kind in PICTURES:  # a unit's pictures: its channel, negative or diversity pictures
+        return PICTURES[kind] * 3.0 * steps * prefix[layer] / 1e9
     if kind == "image":
         return (1.0 + 2.0 * cam_slots) * total / 1e9
     if kind == "predict":

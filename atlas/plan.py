@@ -32,8 +32,10 @@ RENDERER_VERSION = {
     "photo": 1,
     "unit": 7,
     "grid": 2,
-    "exemplars": 2,
+    "exemplars": 3,
     "scores": 1,
+    "negative": 1,
+    "diversity": 1,
 }
 # How assets are encoded; part of every key of their kind, so changing a value here
 # re-renders exactly the assets it changes. Sized for the default site's 60 MB budget:
@@ -51,6 +53,8 @@ ENCODING: dict[str, dict[str, int]] = {
         "best_quality": 70,
     },
     "exemplars": {},
+    "negative": {"quality": 70},
+    "diversity": {"quality": 70},
 }
 PHOTO_SIDE = 320  # the photo shown on image pages and under heat maps
 THUMB_SIDE = 112  # photo thumbnails in lists
@@ -63,8 +67,9 @@ CAM_TITLES = {
     "layercam": "LayerCAM",
     "scorecam": "Score-CAM",
 }
-# Photos shown per unit, strongest first (each costs ~0.7 KB of a unit page + its map).
-EXEMPLARS = 3
+# The picture kinds of a unit: its channel picture, and the costly unit views
+# (atlas.unit_views) rendered by the same traced renderer, in the same batches.
+PICTURE_KINDS = ("unit", "negative", "diversity")
 
 
 @functools.cache  # read once per process: every unit's key asks (7,500 times a build)
@@ -263,28 +268,52 @@ def unit_params(model: ModelConfig, index: int, input_size: Sequence[int]):
     )
 
 
+def _picture_fields(model: ModelConfig, layer: dict, unit: int, params: object) -> dict:
+    """What every picture of a unit depends on besides its seed(s) and objective."""
+    return {
+        "address": layer["address"],
+        "unit": unit,
+        "method": repr(params),
+        # gradient through an activation that is off (graph.ascent_model)
+        "redirect": REDIRECT if layer.get("pre_activation") else None,
+        **_versions(),
+        # Left out at float32, so that keys made before the setting existed still hold.
+        **({"precision": model.render.precision}
+           if model.render.precision != "float32" else {}),
+    }
+
+
 def unit_job(model: ModelConfig, layer: dict, unit: int, params: object) -> Job:
     """A unit's picture, keyed by the content address of its tensor (``layer["address"]``:
     the preprocessing and every operation and weight up to it), not by the model: two
     models sharing a frozen backbone share its pictures."""
     layer_name = layer["name"]
     seed = unit_seed(model.render.seed, layer_name, unit)
-    key = job_key(
-        "unit",
-        {
-            "address": layer["address"],
-            "unit": unit,
-            "method": repr(params),
-            "seed": seed,
-            # gradient through an activation that is off (graph.ascent_model)
-            "redirect": REDIRECT if layer.get("pre_activation") else None,
-            **_versions(),
-            # Left out at float32, so that keys made before the setting existed still hold.
-            **({"precision": model.render.precision}
-               if model.render.precision != "float32" else {}),
-        },
-    )
+    fields = _picture_fields(model, layer, unit, params)
+    key = job_key("unit", {**fields, "seed": seed})
     return Job("unit", model.id, key, layer=layer_name, unit=unit, extra={"seed": seed})
+
+
+def view_seed(seed: int, layer: str, unit: int, view: str, index: int) -> int:
+    """The seed of a unit's negative (``index`` 0) or ``index``-th diversity picture: like
+    :func:`unit_seed`, but never the channel picture's start."""
+    text = f"{seed}/{layer.rsplit('/', 1)[-1]}/{unit}/{view}/{index}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def view_job(model: ModelConfig, layer: dict, unit: int, params: object, view: str) -> Job:
+    """A unit's negative picture (its mean driven down) or its diversity pictures
+    (:data:`atlas.render.settings.DIVERSITY_PICTURES` optimised together with the diversity
+    term of weight ``DIVERSITY_WEIGHT``), keyed like its channel picture."""
+    from atlas.render.settings import DIVERSITY_PICTURES, DIVERSITY_WEIGHT
+
+    count = DIVERSITY_PICTURES if view == "diversity" else 1
+    seeds = [view_seed(model.render.seed, layer["name"], unit, view, i) for i in range(count)]
+    objective = ({"sign": 1, "diversity_weight": DIVERSITY_WEIGHT} if view == "diversity"
+                 else {"sign": -1})
+    key = job_key(view, {**_picture_fields(model, layer, unit, params), "seeds": seeds,
+                         **objective})
+    return Job(view, model.id, key, layer=layer["name"], unit=unit, extra={"seeds": seeds})
 
 
 def grid_job(model: ModelConfig, layer: str, unit_keys: Sequence[str]) -> Job:
@@ -305,14 +334,18 @@ def exemplars_job(
     choices: dict[int, list[str]],
     digests: dict[str, str],
 ) -> Job:
-    """The maps of each unit on the images where it is strongest (chosen from stats),
-    keyed by the content address of the units' tensor, like the units themselves."""
+    """The maps of each unit on its most and least exciting photos (chosen from stats by
+    :func:`atlas.unit_views.most_and_least`: the first ``MOST`` names are the most
+    exciting), keyed by the content address of the units' tensor, like the units."""
+    from atlas.unit_views import MOST
+
     key = job_key(
         "exemplars",
         {
             "address": layer["address"],
             **_versions(),
             "size": list(input_size),
+            "most": MOST,
             "choices": {
                 str(u): [digests[n] for n in names] for u, names in sorted(choices.items())
             },
@@ -351,26 +384,6 @@ def choose_detailed(
             counts[image.breed] = counts.get(image.breed, 0) + 1
             chosen.append(image)
     return chosen
-
-
-def strongest_images(
-    channel_max: dict[str, list[float]], units: int, count: int
-) -> dict[int, list[str]]:
-    """For each unit, the names of the ``count`` images where its maximum is highest.
-
-    Ties go to the image whose name sorts first, so the choice is deterministic.
-
-    Args:
-        channel_max: image name -> that layer's per-channel maxima.
-    """
-    import numpy as np
-
-    names = sorted(channel_max)
-    if not names:
-        return {unit: [] for unit in range(units)}
-    values = np.asarray([channel_max[name][:units] for name in names], dtype=np.float64)
-    order = np.argsort(-values, axis=0, kind="stable")[:count]  # (count, units)
-    return {unit: [names[i] for i in order[:, unit]] for unit in range(units)}
 
 
 def is_glob(pattern: str) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from atlas import estimate, plan
 from atlas.errors import AtlasError
 from atlas.estimate import Row, Throughput
+from atlas.unit_views import LEAST, MOST
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,13 @@ def rows(
             [estimate.nominal_bytes("unit", facts, layers, params)] * len(units),
             [estimate.job_gflop("unit", facts, prefix, layer=j.layer, steps=steps) for j in units],
         )
+        for view in ("negative", "diversity"):  # the costly unit views (atlas.unit_views)
+            jobs = [job for jobs in model_plan.views.values() for job in jobs if job.kind == view]
+            if jobs:
+                add(model_id, view, jobs,
+                    [estimate.nominal_bytes(view, facts, layers, params)] * len(jobs),
+                    [estimate.job_gflop(view, facts, prefix, layer=j.layer, steps=steps)
+                     for j in jobs])
         grids = list(model_plan.grids.values())
         add(
             model_id,
@@ -124,11 +132,12 @@ def _exemplar_row(model_plan, context, prefix, throughput: Throughput, force: bo
     """Exemplars are keyed from the image stats: before those exist, one job per layer
     with nominal sizes."""
     facts, layers = model_plan.facts, model_plan.layers
-    images = len(context.scan.images) if model_plan.images else 0
+    wanted = model_plan.images and model_plan.config.render.unit_views.has("dataset")
+    images = len(context.scan.images) if wanted else 0
     nominal, gflop = [], []
     for layer in layers:
         units = len(model_plan.units[layer["name"]])
-        shown = min(images, 3 * units)
+        shown = min(images, (MOST + LEAST) * units)
         nominal.append(
             estimate.nominal_bytes(
                 "exemplars", facts, layers, None, units=units, layer=layer["name"]

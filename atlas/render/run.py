@@ -273,33 +273,10 @@ def run_units(
         renderer, index = renderers[job.layer]
         owner[id(renderer)] = renderer
         by_renderer[id(renderer)].append((index, job))
+    from atlas.render.pictures import render_pictures
+
     for ident, pairs in by_renderer.items():
-        pairs.sort(key=lambda pair: (pair[0], pair[1].unit))
-        by_key = {(index, job.unit): job for index, job in pairs}
-        for results in owner[ident].render(
-            [job.unit for _, job in pairs],
-            [job.extra["seed"] for _, job in pairs],
-            [index for index, _ in pairs],
-            max_steps=max_steps,
-        ):
-            for result in results:
-                cache.put(
-                    by_key[(result.layer, result.unit)].key,
-                    {
-                        "objective": _finite(result.objective),
-                        "steps": int(result.steps),
-                        "seconds": round(float(result.seconds), 4),
-                        "dead": bool(result.dead),
-                        "own_activation": _finite(result.own_activation),
-                    },
-                    {"unit.webp": encode_webp(result.picture, quality=ENCODING["unit"]["quality"])},
-                )
-            progress(len(results))
-
-
-def _finite(value: float) -> float | None:
-    value = float(value)
-    return round(value, 6) if np.isfinite(value) else None
+        render_pictures(owner[ident], pairs, cache, progress, max_steps)
 
 
 def run_exemplars(
@@ -309,7 +286,8 @@ def run_exemplars(
     cache: Cache,
     progress: Progress,
 ) -> None:
-    """Each unit's activation map on the images where it is strongest, as small PNGs."""
+    """Each unit's activation map on its most and least exciting photos, as small PNGs,
+    with the map's peak and spatial mean."""
     needed = sorted(
         {name for job in jobs for names in job.extra["choices"].values() for name in names}
     )
@@ -337,7 +315,8 @@ def run_exemplars(
         for (unit, name), values in zip(pairs, maps, strict=True):
             rank = len(index.setdefault(str(unit), []))
             peak = float(values.max())
-            index[str(unit)].append({"image": name, "max": round(peak, 5)})
+            index[str(unit)].append({"image": name, "max": round(peak, 5),
+                                     "mean": round(float(values.mean()), 5)})
             if values.shape[0] > 1 or values.shape[1] > 1:
                 scaled = draw.map_to_png_array(np.maximum(values, 0))
                 files[f"u{unit}_{rank}.png"] = encode_png(draw.colorize(scaled / 255.0, "viridis"))

@@ -5,6 +5,7 @@ Pure Python over cached metadata: nothing here loads a model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from atlas.dataset import breed_title
 from atlas.metrics import Prediction, is_breed_correct, pets_metrics
 from atlas.plan import CAM_METHODS, CAM_TITLES, PHOTO_SIDE, photo_job
 from atlas.site import Assets, Page, Slugs
+from atlas.unit_pages import UnitExtras, layer_extras, split_exemplars
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,8 @@ class UnitView:
     ratio: float | None
     steps: int
     seconds: float
-    exemplars: tuple[dict, ...] = ()
+    exemplars: tuple[dict, ...] = ()  # the most exciting photos, most first
+    extras: UnitExtras = UnitExtras()  # negative, diversity, least exciting, breeds
 
 
 @dataclass(frozen=True)
@@ -196,8 +199,9 @@ def _peak_means(image_entries: dict) -> dict[int, list[float]]:
 
 
 def _unit_view(job, entry, exemplars, peak: list[float], path: str, assets: Assets,
-               image_paths: dict, photos: dict) -> UnitView:
+               image_paths: dict, photos: dict, extras: UnitExtras) -> UnitView:
     meta = entry.meta if entry else {}
+    most, least = split_exemplars(_exemplars(exemplars, job.unit, assets, image_paths, photos))
     own = meta.get("own_activation")
     ratio = None
     if own is not None and job.unit < len(peak) and peak[job.unit] > 0 and not meta.get("dead"):
@@ -211,23 +215,30 @@ def _unit_view(job, entry, exemplars, peak: list[float], path: str, assets: Asse
         ratio=ratio,
         steps=int(meta.get("steps", 0)),
         seconds=float(meta.get("seconds", 0.0)),
-        exemplars=_exemplars(exemplars, job.unit, assets, image_paths, photos),
+        exemplars=most,
+        extras=dataclasses.replace(extras, least=least),
     )
 
 
 def _layer_views(model_plan, cache, base: str, assets: Assets, image_paths: dict,
-                 photos: dict, peak_mean: dict[int, list[float]]) -> list[LayerView]:
+                 photos: dict, image_entries: dict, breeds: dict[str, str]) -> list[LayerView]:
     layer_slugs = Slugs()
     layers = []
+    peak_mean = _peak_means(image_entries)
     for index, layer in enumerate(model_plan.layers):
         name = layer["name"]
         slug = layer_slugs(name)
         exemplar_job = model_plan.exemplars.get(name)
         exemplars = cache.get(exemplar_job.key) if exemplar_job else None
+
+        def unit_path(unit: int, slug: str = slug) -> str:
+            return f"{base}/layers/{slug}/units/{unit}.html"
+
+        extras = layer_extras(model_plan, name, cache, assets, unit_path, image_entries,
+                              breeds, index)
         units = [
             _unit_view(job, cache.get(job.key), exemplars, peak_mean.get(index, []),
-                       f"{base}/layers/{slug}/units/{job.unit}.html", assets, image_paths,
-                       photos)
+                       unit_path(job.unit), assets, image_paths, photos, extras[job.unit])
             for job in model_plan.units[name]
         ]
         grid = cache.get(model_plan.grids[name].key)
@@ -248,6 +259,11 @@ def _class_views(prediction: Prediction, space, top_k: int) -> list[ClassView]:
                   correct=(i in wanted) if wanted else None)
         for i, p in zip(prediction.top[:top_k], prediction.probabilities[:top_k], strict=True)
     ]
+
+
+def _breed_title(breeds, key: str) -> str:
+    breed = breeds.breeds.get(key)
+    return breed.title if breed else breed_title(key)
 
 
 def _image_view(image, prediction: Prediction | None, model_plan, context, path: str,
@@ -307,8 +323,10 @@ def _model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict)
     image_paths = {image.name: f"{base}/images/{image_slugs(image.name)}.html"
                    for image in context.scan.images}
     image_entries = {job.image: cache.get(job.key) for job in model_plan.images}
-    layers = _layer_views(model_plan, cache, base, assets, image_paths, photos,
-                          _peak_means(image_entries))
+    breeds = {image.name: _breed_title(context.breeds, image.breed)
+              for image in context.scan.images}
+    layers = _layer_views(model_plan, cache, base, assets, image_paths, photos, image_entries,
+                          breeds)
     predictions = _predictions(model_plan, context)
     views, detailed = [], {image.name for image in context.detailed}
     for image in context.scan.images:
@@ -460,6 +478,7 @@ def _exemplars(
                 "image": name,
                 "path": image_paths.get(name),
                 "max": item["max"],
+                "mean": item.get("mean"),
                 "thumb": photos.get(name, {}).get("thumb"),
                 "size": photos.get(name, {}).get("size", (1, 1)),
                 "map": assets.publish(entry, f"u{unit}_{rank}.png"),

@@ -3,7 +3,8 @@
 The index is a JavaScript file that assigns ``window.ATLAS_SEARCH`` (a script tag loads
 from ``file://`` where ``fetch()`` of JSON is refused). atlas.js loads it only when the
 search box is used. To stay small, units are listed per layer (a layer's path gives its
-units' paths) and the breeds a unit prefers are numbers into one table of breed names.
+units' paths) and the breeds a unit prefers (its class selectivity, :mod:`atlas.unit_views`)
+are numbers into one table of breed names.
 
 Pure Python over the page views of :mod:`atlas.pages`.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 INDEX_PATH = "search-index.js"
-UNIT_BREEDS = 3  # the breeds of a unit's strongest photos kept per unit
+UNIT_BREEDS = 3  # the breeds a unit prefers kept per unit
 
 
 def _photo_breeds(models: list) -> dict[str, str]:
@@ -26,7 +27,12 @@ def _photo_breeds(models: list) -> dict[str, str]:
 
 
 def _unit_breeds(unit, photo_breeds: dict[str, str]) -> list[str]:
-    """The breeds of a unit's strongest photos, strongest first, without repeats."""
+    """The breeds a unit prefers (class selectivity: the highest mean activation over a
+    breed's photos), top first; else the breeds of its most exciting photos."""
+    extras = getattr(unit, "extras", None)
+    preferred = [item["breed"] for item in extras.breeds][:UNIT_BREEDS] if extras else []
+    if preferred:
+        return preferred
     found: list[str] = []
     for exemplar in unit.exemplars:
         breed = photo_breeds.get(exemplar["image"])

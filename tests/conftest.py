@@ -144,6 +144,8 @@ def write_project(
     # no deletion/insertion curves unless a test asks (tests/test_scores.py covers them);
     # last, so that the lines of the keys above stay where error tests expect them
     render.setdefault("faithfulness_photos", 0)
+    # no negative or diversity pictures unless a test asks (tests/test_unit_views.py)
+    render.setdefault("unit_views", {"units": "none"})
     if render["units_per_layer"] is None:
         del render["units_per_layer"]
     data = config_dict(root, folder, model_entry(model), render=render)

@@ -140,7 +140,7 @@ CONFIG_ERRORS = [
     ),
     pytest.param(
         lambda p: edit(p, lambda d: d["render"].update(lucid={"stepz": 3})),
-        "render.lucid.stepz (line 17): unknown parameter (did you mean 'steps'?)",
+        "render.lucid.stepz (line 19): unknown parameter (did you mean 'steps'?)",
         id="lucid-unknown-param",
     ),
     pytest.param(
@@ -150,7 +150,7 @@ CONFIG_ERRORS = [
     ),
     pytest.param(
         lambda p: edit(p, lambda d: d["render"].update(lucid={"steps": 2.5})),
-        "render.lucid.steps (line 17): expected an integer of at least 1, got 2.5",
+        "render.lucid.steps (line 19): expected an integer of at least 1, got 2.5",
         id="lucid-param-type",
     ),
     pytest.param(

@@ -47,6 +47,8 @@ def _fake_model() -> NS:
 
 
 def test_index_lists_units_by_layer_with_their_photos_breeds():
+    # units without a class selectivity (render.unit_views without it) fall back to the
+    # breeds of their most exciting photos
     index = build_index([_fake_model()])
     breeds = index["breeds"]
     [[model, name, path, units]] = index["layers"]
@@ -82,10 +84,10 @@ def test_small_site_index_points_at_real_pages(tmp_path_factory):
         for unit, *breeds in layer_units:
             page = site / path.replace("index.html", f"units/{unit}.html")
             html = page.read_text(encoding="utf-8")
-            section = html.split('class="exemplars"', 1)[1]
-            names = re.findall(r"<figcaption>([^<]+?) · max", section)
-            wanted = list(dict.fromkeys(_breed(n) for n in names))[:3]
-            assert [index["breeds"][b] for b in breeds] == wanted, page
+            # the breeds the unit prefers (its class selectivity table), top first
+            table = html.split('class="breeds-preferred"', 1)[1].split("</table>", 1)[0]
+            wanted = re.findall(r"<tr><td>([^<]+)</td>", table)[:3]
+            assert wanted and [index["breeds"][b] for b in breeds] == wanted, page
             units += 1
     assert units == len(list(site.glob("models/mobilenet/layers/*/units/*.html")))
     for name, breed, places in index["photos"]:

@@ -224,6 +224,7 @@ class Row:
     seconds: float  # estimated time of the missing jobs
     measured: bool  # seconds from this cache's recorded throughput (else nominal)
     site_bytes: float  # projected bytes these assets add to the site (all jobs)
+    shared: int = 0  # jobs an earlier model of the build has (same key): counted there
 
     def as_dict(self) -> dict:
         return asdict(self)

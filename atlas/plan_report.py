@@ -38,11 +38,18 @@ def rows(
 
     cache = context.cache
     result: list[Row] = []
+    planned: set[str] = set()  # keys of earlier rows: a frozen backbone's units are shared
 
     def add(model: str, kind: str, jobs, nominal, gflop_each) -> None:
+        own = [i for i, job in enumerate(jobs) if job.key not in planned]
+        planned.update(job.key for job in jobs)
+        shared = len(jobs) - len(own)
+        jobs = [jobs[i] for i in own]
+        nominal, gflop_each = [nominal[i] for i in own], [gflop_each[i] for i in own]
         have = _cached_bytes(cache, jobs, force)
         missing_gflop = sum(g for b, g in zip(have, gflop_each, strict=True) if b is None or force)
         row = estimate.make_row(model, kind, have, nominal, missing_gflop, throughput)
+        row.shared = shared
         if force:  # everything is rendered again; sizes still come from the cache
             row.cached = 0
             row.seconds, row.measured = throughput.seconds(kind, missing_gflop, row.jobs, model)
@@ -108,7 +115,13 @@ def rows(
         )
         result.append(
             _exemplar_row(
-                model_plan, context, prefix, throughput, force, _exemplar_jobs(model_plan, context)
+                model_plan,
+                context,
+                prefix,
+                throughput,
+                force,
+                _exemplar_jobs(model_plan, context),
+                planned,
             )
         )
         units_total += len(units)
@@ -128,19 +141,30 @@ def rows(
     return result
 
 
-def _exemplar_row(model_plan, context, prefix, throughput: Throughput, force: bool, jobs) -> Row:
+def _exemplar_row(
+    model_plan, context, prefix, throughput: Throughput, force: bool, jobs, planned: set[str]
+) -> Row:
     """Exemplars are keyed from the image stats: before those exist, one job per layer
-    with nominal sizes."""
-    facts, layers = model_plan.facts, model_plan.layers
+    with nominal sizes. A layer whose units an earlier model has (same address) is
+    counted there."""
+    facts = model_plan.facts
     wanted = model_plan.images and model_plan.config.render.unit_views.has("dataset")
     images = len(context.scan.images) if wanted else 0
-    nominal, gflop = [], []
-    for layer in layers:
+    complete = jobs and len(jobs) == len(model_plan.layers)
+    by_layer = {job.layer: job for job in jobs} if complete else {}
+    nominal, gflop, have = [], [], []
+    shared = 0
+    for layer in model_plan.layers:
+        mark = f"exemplars:{layer['address']}"
+        if mark in planned:
+            shared += 1
+            continue
+        planned.add(mark)
         units = len(model_plan.units[layer["name"]])
         shown = min(images, (MOST + LEAST) * units)
         nominal.append(
             estimate.nominal_bytes(
-                "exemplars", facts, layers, None, units=units, layer=layer["name"]
+                "exemplars", facts, model_plan.layers, None, units=units, layer=layer["name"]
             )
             if images
             else 0.0
@@ -148,11 +172,11 @@ def _exemplar_row(model_plan, context, prefix, throughput: Throughput, force: bo
         gflop.append(
             estimate.job_gflop("exemplars", facts, prefix, layer=layer["name"], images=shown)
         )
-    have: list[int | None] = [None] * len(layers)
-    if jobs and len(jobs) == len(layers):
-        have = _cached_bytes(context.cache, jobs, force)
+        job = by_layer.get(layer["name"])
+        have.append(_cached_bytes(context.cache, [job], force)[0] if job is not None else None)
     missing = sum(g for b, g in zip(have, gflop, strict=True) if b is None or force)
     row = estimate.make_row(model_plan.config.id, "exemplars", have, nominal, missing, throughput)
+    row.shared = shared
     if not images:
         row.jobs = 0
     return row
@@ -249,13 +273,14 @@ def run_plan(config_path: Path | str, as_json: bool = False) -> str:
 
 
 def format_table(table: list[Row], limit: int) -> str:
-    header = ("model", "kind", "jobs", "cached", "GFLOP to do", "time to do", "site size")
+    header = ("model", "kind", "jobs", "cached", "shared", "GFLOP to do", "time to do", "site size")
     lines = [
         [
             row.model,
             row.kind,
             f"{row.jobs:,}",
             f"{row.cached:,}",
+            f"{row.shared:,}" if row.shared else "-",
             f"{row.gflop:,.1f}" if row.gflop else "-",
             estimate.format_seconds(row.seconds) + ("" if row.measured else "*")
             if row.jobs - row.cached
@@ -272,6 +297,7 @@ def format_table(table: list[Row], limit: int) -> str:
             "",
             f"{sum(r.jobs for r in table):,}",
             f"{sum(r.cached for r in table):,}",
+            f"{sum(r.shared for r in table):,}",
             f"{sum(r.gflop for r in table):,.1f}",
             estimate.format_seconds(seconds),
             estimate.format_bytes(total),
@@ -290,6 +316,11 @@ def format_table(table: list[Row], limit: int) -> str:
         f"projected site {estimate.format_bytes(total)}: {verdict} in site.max_size "
         f"{estimate.format_bytes(limit)}"
     )
+    if any(r.shared for r in table):
+        text.append(
+            "shared: jobs an earlier model of this build also has (the same units or maps, "
+            "e.g. a frozen backbone): rendered and published once, counted there"
+        )
     if any(not r.measured and r.jobs - r.cached for r in table):
         text.append("* nominal rates (no build has recorded its throughput in this cache yet)")
     return "\n".join(text)

@@ -25,8 +25,9 @@ def _models(tmp_path, changed: bool):
     x = keras.layers.Conv2D(6, 3, strides=2, name="c2")(x)
     x = keras.layers.Activation("relu", name="c2_relu")(x)
     features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    base = keras.Model(inputs, keras.layers.Dense(1000, activation="softmax")(features),
-                       name="base")
+    base = keras.Model(
+        inputs, keras.layers.Dense(1000, activation="softmax")(features), name="base"
+    )
     base.save(tmp_path / "base.keras")
     backbone = keras.Model(inputs, x, name="backbone")
     pixels = keras.Input((32, 32, 3))
@@ -69,5 +70,27 @@ def test_a_changed_layer_is_rendered_and_marked_changed(tmp_path, small_config) 
     report = build(_config(tmp_path, small_config), BuildOptions(progress=False, max_steps=2))
     assert report.rendered["unit"] == 6  # c1 shared; c2 changed: its units twice
     page = (report.output / "models/tuned/index.html").read_text()
-    assert re.search(r"1 of 2 conv layers have the same units as in\s*<strong>base"
-                     r"</strong>; 1 changed", page)
+    assert re.search(
+        r"1 of 2 conv layers have the same units as in\s*<strong>base"
+        r"</strong>; 1 changed",
+        page,
+    )
+
+
+def test_the_plan_counts_shared_units_once(tmp_path, small_config) -> None:
+    """`atlas plan` counts a frozen backbone's units (and their exemplars) in the first
+    model that has them, not twice: the compute and site size a build really has."""
+    import json
+
+    from atlas.plan_report import run_plan
+
+    _models(tmp_path, changed=True)
+    table = json.loads(run_plan(_config(tmp_path, small_config), as_json=True))
+    rows = {(r["model"], r["kind"]): r for r in table["rows"]}
+    assert (rows[("base", "unit")]["jobs"], rows[("base", "unit")]["shared"]) == (4, 0)
+    # c1's 2 units are the base model's; c2 was changed by the fine-tune: its own 2 units
+    assert (rows[("tuned", "unit")]["jobs"], rows[("tuned", "unit")]["shared"]) == (2, 2)
+    assert rows[("tuned", "exemplars")]["shared"] == 1
+    assert rows[("tuned", "unit")]["gflop"] < rows[("base", "unit")]["gflop"]
+    # the images differ (different heads): nothing shared there
+    assert rows[("tuned", "image")]["shared"] == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,28 +41,56 @@ class BuildOptions:
     max_steps: int | None = None  # caps optimisation steps (tests)
     shard: tuple[int, int] | None = None  # (I, N): render shard I's share, write no site
     scheduler: str | None = None  # a Dask scheduler address: render on its workers
+    serial: bool = False  # unit pictures not beside the other stages (benchmarks)
 
 
 @dataclass
 class StageTimer:
-    """Seconds per stage; a stage inside another counts only towards itself, so the
-    stages add up to the build's time."""
+    """Wall-clock and CPU seconds per stage; a stage inside another (in the same thread)
+    counts only towards itself. Thread-safe: unit pictures render in a thread of their
+    own beside the other stages, so stages in different threads overlap and their sum can
+    exceed the build's time. CPU is the whole process's (TensorFlow's threads included),
+    so a stage that overlapped another has no CPU figure of its own (None)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
-    _nested: list[float] = field(default_factory=list)
+    cpu: dict[str, float | None] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    started_cpu: float = field(default_factory=time.process_time)
+    _local: threading.local = field(default_factory=threading.local)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _busy: set[int] = field(default_factory=set)  # threads inside a stage
+    _overlaps: int = 0  # times a thread entered a stage while another was inside one
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        self._nested.append(0.0)
+        nested = self._local.__dict__.setdefault("nested", [])
+        me = threading.get_ident()
+        with self._lock:
+            if not nested:
+                self._overlaps += bool(self._busy)
+                self._busy.add(me)
+            overlaps = self._overlaps
+            alone = self._busy == {me}
+        start, start_cpu = time.perf_counter(), time.process_time()
+        nested.append((0.0, 0.0))
         try:
             yield
         finally:
             elapsed = time.perf_counter() - start
-            inner = self._nested.pop()
-            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - inner
-            if self._nested:
-                self._nested[-1] += elapsed
+            used = time.process_time() - start_cpu
+            inner, inner_cpu = nested.pop()
+            with self._lock:
+                alone = alone and overlaps == self._overlaps
+                self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - inner
+                before = self.cpu.get(name, 0.0)
+                self.cpu[name] = (
+                    before + used - inner_cpu if alone and before is not None else None
+                )
+                if not nested:
+                    self._busy.discard(me)
+            if nested:
+                outer, outer_cpu = nested[-1]
+                nested[-1] = (outer + elapsed, outer_cpu + used)
 
 
 @dataclass
@@ -120,6 +149,9 @@ class BuildReport:
     tensorflow_loaded: bool
     pages_written: int = 0  # 0: the site was up to date and nothing was written
     peak_rss_bytes: int = 0
+    cpu_seconds: dict[str, float | None] = field(default_factory=dict)  # per stage, every thread
+    wall_seconds: float = 0.0  # the whole build (stages in different threads overlap)
+    cpu_total: float = 0.0  # the whole build's CPU seconds, every thread
 
 
 class _Models:
@@ -128,8 +160,13 @@ class _Models:
     def __init__(self, timer: StageTimer) -> None:
         self._loaded: dict[str, object] = {}
         self._timer = timer
+        self._lock = threading.Lock()  # the unit pictures' thread loads models too
 
     def get(self, config: ModelConfig):
+        with self._lock:
+            return self._get(config)
+
+    def _get(self, config: ModelConfig):
         if config.id not in self._loaded:
             with self._timer.stage("load models"):
                 from atlas.models import load_model
@@ -214,12 +251,15 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
                 index, count = options.shard
                 tasks = distribute.shard_share(context, tasks, index, count, throughput)
                 log.info("shard %d/%d: %d of the missing tasks", index, count, len(tasks))
-            run(tasks)
+            run(tasks)  # locally, the unit pictures go on beside what follows
             if options.shard is None:
                 images = {image.name: image for image in context.scan.images}
-                for model_plan in context.models:
+                for model_plan in context.models:  # from the image statistics alone
                     jobs = _exemplar_jobs(model_plan, context, missing)
                     run(distribute.exemplar_tasks(model_plan, jobs, images))
+            run.wait()
+            if options.shard is None:
+                for model_plan in context.models:
                     with timer.stage("render grids"):
                         _render_grids(model_plan, context, options)
     finally:
@@ -244,6 +284,9 @@ def _report(output: Path | None, pages: int, size: int, context: BuildContext,
             timer: StageTimer, pages_written: int = 0) -> BuildReport:
     return BuildReport(output=output, pages=pages, site_bytes=size, rendered=context.rendered,
                        reused=context.reused, seconds=dict(timer.seconds),
+                       cpu_seconds=dict(timer.cpu),
+                       wall_seconds=time.perf_counter() - timer.started,
+                       cpu_total=time.process_time() - timer.started_cpu,
                        skipped=len(context.scan.skipped),
                        tensorflow_loaded="tensorflow" in sys.modules,
                        pages_written=pages_written, peak_rss_bytes=peak_rss())
@@ -278,7 +321,7 @@ def _executor(context: BuildContext, models: _Models, options: BuildOptions, mea
     runner = distribute.LocalRun(cache=context.cache, get_model=models.get,
                                  timer=context.timer, count=count,
                                  progress=options.progress, throughput=measured)
-    return distribute.LocalExecutor(runner)
+    return distribute.LocalExecutor(runner, beside=not options.serial)
 
 
 def _save_throughput(cache: Cache, throughput) -> None:

@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                        help="wait this long for another build holding the cache")
     build.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
+    build.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)  # benchmarks
     build.add_argument("--shard", default=None, metavar="I/N",
                        help="render shard I of N of the missing assets into the cache and "
                        "write no site (then a plain build assembles it)")
@@ -161,9 +162,9 @@ def _build(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     options = BuildOptions(force=args.force, prune=args.prune, progress=not args.no_progress,
                            wait=args.wait, max_steps=args.max_steps, shard=shard,
-                           scheduler=args.scheduler)
+                           scheduler=args.scheduler, serial=args.serial)
     report = build(args.config, options)
-    total = sum(report.seconds.values())
+    total = report.wall_seconds or sum(report.seconds.values())
     if report.output is None:
         print(f"shard {args.shard} done in {total:.1f} s: no site written (a plain "
               "`atlas build` assembles it)")
@@ -172,7 +173,8 @@ def _build(args: argparse.Namespace) -> int:
                    if report.pages_written
                    else f"{report.pages:,} pages, up to date: nothing written")
         print(f"built {report.output} : {written}, {report.site_bytes / 1e6:.1f} MB, "
-              f"{total:.1f} s, peak memory {report.peak_rss_bytes / 2**20:,.0f} MB")
+              f"{total:.1f} s (CPU {report.cpu_total:.0f} s), "
+              f"peak memory {report.peak_rss_bytes / 2**20:,.0f} MB")
     rendered = ", ".join(f"{k} {v}" for k, v in sorted(report.rendered.items())) or "nothing"
     reused = sum(report.reused.values())
     print(f"rendered: {rendered}; from the cache: {reused:,}")
@@ -181,7 +183,15 @@ def _build(args: argparse.Namespace) -> int:
     width = max(len(name) for name in report.seconds)
     print("time per stage:")
     for name, seconds in report.seconds.items():
-        print(f"  {name:<{width}}  {seconds:8.2f} s")
+        cpu = report.cpu_seconds.get(name)
+        usage = (
+            f"  CPU {cpu:8.2f} s ({100 * cpu / seconds:3.0f} %)"
+            if cpu is not None and seconds >= 0.5
+            else ""
+        )
+        print(f"  {name:<{width}}  {seconds:8.2f} s{usage}")
+    if "waiting for unit pictures" in report.seconds:
+        print("(unit pictures rendered beside the other stages: their times overlap)")
     return EXIT_OK
 
 

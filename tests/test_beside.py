@@ -1,0 +1,147 @@
+"""Unit pictures render in a thread beside the other stages of a local build: the same
+site as one stage after another, errors and Ctrl-C still stop the build, and the stage
+timer keeps wall-clock and CPU figures honest when stages overlap."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import yaml
+from sitecheck import files_of
+
+from atlas import distribute
+from atlas.build import BuildOptions, StageTimer, build
+from atlas.errors import AtlasError
+
+LEDGER = "build.html"
+
+
+def _other(config, name: str):
+    data = yaml.safe_load(config.read_text())
+    data["cache"] = f"{name}-cache"
+    data["site"]["output"] = f"{name}-site"
+    path = config.with_name(f"{name}.yaml")
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_units_beside_the_other_stages_give_the_same_site(small_config) -> None:
+    config = small_config(images=3, units_per_layer=3)
+    serial = build(_other(config, "serial"), BuildOptions(progress=False, max_steps=3,
+                                                          serial=True))
+    beside = build(_other(config, "beside"), BuildOptions(progress=False, max_steps=3))
+    assert "waiting for unit pictures" in beside.seconds
+    assert "waiting for unit pictures" not in serial.seconds
+    assert beside.rendered == serial.rendered and beside.rendered["unit"] > 0
+    one, two = files_of(serial.output), files_of(beside.output)
+    one.pop(LEDGER), two.pop(LEDGER)
+    assert one == two
+    # the summary's time is the wall clock, not the sum of overlapping stages
+    assert beside.wall_seconds <= sum(beside.seconds.values()) + 0.5
+
+
+def test_an_error_in_the_unit_thread_stops_the_build(small_config, monkeypatch) -> None:
+    from atlas.render import run
+
+    def broken(*args, **kwargs):
+        raise AtlasError("the unit renderer broke")
+
+    monkeypatch.setattr(run, "run_units", broken)
+    threads = threading.active_count()
+    with pytest.raises(AtlasError, match="the unit renderer broke"):
+        build(small_config(images=2), BuildOptions(progress=False, max_steps=2))
+    assert threading.active_count() == threads
+
+
+def test_an_error_beside_the_units_stops_them_after_their_batch(small_config, monkeypatch):
+    """An error in the other stages (here the image maps) stops the unit thread at its
+    next batch; the units it finished stay in the cache."""
+    from atlas.render import run
+
+    started = threading.Event()
+    real_units = run.run_units
+
+    def slow_units(*args, **kwargs):
+        started.set()
+        return real_units(*args, **kwargs)
+
+    def broken_images(*args, **kwargs):
+        started.wait(30)
+        raise AtlasError("the image maps broke")
+
+    monkeypatch.setattr(run, "run_units", slow_units)
+    monkeypatch.setattr(run, "run_images", broken_images)
+    threads = threading.active_count()
+    with pytest.raises(AtlasError, match="the image maps broke"):
+        build(small_config(images=2), BuildOptions(progress=False, max_steps=2))
+    assert threading.active_count() == threads
+
+
+def test_overlapping_stages_have_no_cpu_figure_of_their_own() -> None:
+    timer = StageTimer()
+    with timer.stage("alone"):
+        sum(range(200_000))
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def other() -> None:
+        with timer.stage("beside"):
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    inside.wait(10)
+    with timer.stage("overlapped"):
+        time.sleep(0.01)
+    leave.set()
+    thread.join()
+    assert timer.cpu["alone"] is not None and timer.cpu["alone"] > 0
+    assert timer.cpu["overlapped"] is None and timer.cpu["beside"] is None
+    assert timer.seconds["overlapped"] >= 0.01
+
+
+def test_a_nested_stage_counts_only_towards_itself() -> None:
+    timer = StageTimer()
+    with timer.stage("outer"):
+        time.sleep(0.02)
+        with timer.stage("inner"):
+            time.sleep(0.03)
+    assert timer.seconds["inner"] >= 0.03
+    assert 0.02 <= timer.seconds["outer"] < 0.03 + 0.02
+    assert timer.cpu["outer"] is not None
+
+
+def test_only_unit_tasks_go_beside() -> None:
+    ran: list[tuple[str, str]] = []
+
+    class Runner:
+        progress = False
+        cache = None
+        timer = StageTimer()
+        throughput = distribute.estimate.Throughput({})
+
+        def count(self, kind, n):
+            pass
+
+        def get_model(self, model):
+            return None
+
+    executor = distribute.LocalExecutor(Runner())
+    original = distribute.execute
+
+    def fake(task, cache, get_model, progress):
+        ran.append((task.kind, threading.current_thread().name))
+
+    distribute.execute = fake
+    try:
+        tasks = [distribute.Task(kind, None, (object(),)) for kind in ("photo", "unit", "image")]
+        executor(tasks)
+        executor.wait()
+    finally:
+        distribute.execute = original
+        executor.close()
+    assert sorted(ran) == [("image", "MainThread"), ("photo", "MainThread"),
+                           ("unit", "atlas-units")]

@@ -56,8 +56,10 @@ PNG_HEADER = 120
 PHOTO_BYTES = 19000  # photo (320 px, JPEG 85) + thumbnail (112 px)
 GRID_BYTES_PER_UNIT = 1000  # "all" cells + share of the "best" grid
 # HTML, fitted on built default sites (bytes): per page plus per item listed on it (the
-# 1,000-unit layer page is 260 KB).
-HTML_UNIT_PAGE = 3550
+# 1,000-unit layer page is 260 KB). A unit page with the unit views (8 photos with their
+# maps, the preferred breeds, the negative and diversity pictures or a link): 6,970 bytes on
+# average over the default site's 6,472.
+HTML_UNIT_PAGE = 6950
 HTML_LAYER_PAGE = 25600
 HTML_LAYER_PER_UNIT = 235
 HTML_IMAGE_PAGE = 5000

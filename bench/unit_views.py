@@ -58,7 +58,7 @@ def _time(renderer, pairs, kind: str, batches: int) -> tuple[float, list]:
             for r in batch]
         seconds.append(time.perf_counter() - began)
         results += found
-    return float(np.mean(seconds[1:])), results
+    return float(np.mean(seconds[1:] or seconds)), results
 
 
 def _gram_cosine(loaded, renderer, results) -> float:

@@ -42,11 +42,15 @@ class UnitExtras:
         return tuple(view for view in self.views if view in COSTLY)
 
 
-def layer_selectivity(image_entries: dict, breeds: dict[str, str], index: int, units: int
-                      ) -> dict[int, list[tuple[str, float, int]]]:
+def layer_selectivity(
+    image_entries: dict, breeds: dict[str, str], index: int, units: int
+) -> dict[int, list[tuple[str, float, int]]]:
     """Each unit's preferred breeds from every photo's ``channel_mean`` of layer ``index``."""
-    means = {name: entry.meta["channel_mean"][index]
-             for name, entry in image_entries.items() if entry is not None}
+    means = {
+        name: entry.meta["channel_mean"][index]
+        for name, entry in image_entries.items()
+        if entry is not None
+    }
     return selectivity(means, breeds, units)
 
 
@@ -58,13 +62,22 @@ def _pictures(entry, assets, names: list[str]) -> tuple[dict, ...]:
     for i, name in enumerate(names):
         picture = assets.publish(entry, name)
         if picture:
-            found.append({"picture": picture,
-                          "activation": activations[i] if i < len(activations) else None})
+            found.append(
+                {"picture": picture, "activation": activations[i] if i < len(activations) else None}
+            )
     return tuple(found)
 
 
-def layer_extras(model_plan, name: str, cache, assets, unit_path, image_entries: dict,
-                 breeds: dict[str, str], index: int) -> dict[int, UnitExtras]:
+def layer_extras(
+    model_plan,
+    name: str,
+    cache,
+    assets,
+    unit_path,
+    image_entries: dict,
+    breeds: dict[str, str],
+    index: int,
+) -> dict[int, UnitExtras]:
     """Per unit of a layer, its :class:`UnitExtras` (``unit_path(unit)``: a unit's page)."""
     from atlas.render.settings import DIVERSITY_PICTURES, DIVERSITY_WEIGHT
 
@@ -74,24 +87,38 @@ def layer_extras(model_plan, name: str, cache, assets, unit_path, image_entries:
     for job in model_plan.views.get(name, []):
         jobs.setdefault(job.unit, {})[job.kind] = job
     chosen = sorted(jobs)
-    preferred = (layer_selectivity(image_entries, breeds, index, len(units))
-                 if settings.has("selectivity") else {})
+    preferred = (
+        layer_selectivity(image_entries, breeds, index, len(units))
+        if settings.has("selectivity")
+        else {}
+    )
     result = {}
     for unit in units:
         own = jobs.get(unit, {})
-        negative = _pictures(cache.get(own["negative"].key), assets, ["negative.webp"]) \
-            if "negative" in own else ()
-        diversity = _pictures(cache.get(own["diversity"].key), assets,
-                              [f"diversity_{i}.webp" for i in range(DIVERSITY_PICTURES)]) \
-            if "diversity" in own else ()
+        negative = (
+            _pictures(cache.get(own["negative"].key), assets, ["negative.webp"])
+            if "negative" in own
+            else ()
+        )
+        diversity = (
+            _pictures(
+                cache.get(own["diversity"].key),
+                assets,
+                [f"diversity_{i}.webp" for i in range(DIVERSITY_PICTURES)],
+            )
+            if "diversity" in own
+            else ()
+        )
         other = nearest(unit, chosen) if not own else None
         result[unit] = UnitExtras(
             views=settings.views,
             negative=negative[0] if negative else None,
             diversity=diversity,
             views_at={"index": other, "path": unit_path(other)} if other is not None else None,
-            breeds=tuple({"breed": breed, "mean": mean, "photos": photos}
-                         for breed, mean, photos in preferred.get(unit, [])),
+            breeds=tuple(
+                {"breed": breed, "mean": mean, "photos": photos}
+                for breed, mean, photos in preferred.get(unit, [])
+            ),
             diversity_weight=DIVERSITY_WEIGHT,
         )
     return result

@@ -66,13 +66,16 @@ def parse_unit_views(check, data: dict, path: str, base: UnitViews) -> UnitViews
     if "views" in value:
         listed = value["views"]
         if not isinstance(listed, list) or not all(isinstance(v, str) for v in listed):
-            check.problem(f"{where}.views", f"expected a list of views ({', '.join(VIEWS)}), "
-                          f"got {listed!r}")
+            check.problem(
+                f"{where}.views", f"expected a list of views ({', '.join(VIEWS)}), got {listed!r}"
+            )
         else:
             unknown = [v for v in listed if v not in VIEWS]
             if unknown:
-                check.problem(f"{where}.views", f"unknown view {unknown[0]!r}; expected any "
-                              f"of: {', '.join(VIEWS)}")
+                check.problem(
+                    f"{where}.views",
+                    f"unknown view {unknown[0]!r}; expected any of: {', '.join(VIEWS)}",
+                )
             else:
                 views = tuple(v for v in VIEWS if v in listed)
     if "units" in value:
@@ -84,8 +87,10 @@ def parse_unit_views(check, data: dict, path: str, base: UnitViews) -> UnitViews
         elif isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
             units = raw
         else:
-            check.problem(f"{where}.units", "expected a number of units per layer (0 or "
-                          f"more), all or none; got {raw!r}")
+            check.problem(
+                f"{where}.units",
+                f"expected a number of units per layer (0 or more), all or none; got {raw!r}",
+            )
     return UnitViews(views=views, units=units)
 
 
@@ -153,13 +158,14 @@ def selectivity(
     if not by_breed:
         return {unit: [] for unit in range(units)}
     order = sorted(by_breed)
-    means = np.stack([
-        np.mean([channel_mean[name][:units] for name in by_breed[breed]], axis=0)
-        for breed in order
-    ])  # (breeds, units)
+    means = np.stack(
+        [
+            np.mean([channel_mean[name][:units] for name in by_breed[breed]], axis=0)
+            for breed in order
+        ]
+    )  # (breeds, units)
     result = {}
     for unit in range(units):
         ranked = sorted(range(len(order)), key=lambda b: (-means[b, unit], order[b]))[:top]
-        result[unit] = [(order[b], float(means[b, unit]), len(by_breed[order[b]]))
-                        for b in ranked]
+        result[unit] = [(order[b], float(means[b, unit]), len(by_breed[order[b]])) for b in ranked]
     return result

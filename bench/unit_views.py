@@ -52,10 +52,18 @@ def _time(renderer, pairs, kind: str, batches: int) -> tuple[float, list]:
     seconds, results = [], []
     for start in range(0, len(pairs), size):
         began = time.perf_counter()
-        found = [r for batch in renderer.render(
-            units[start:start + size], seeds[start:start + size], layers[start:start + size],
-            signs=signs[start:start + size], groups=groups[start:start + size], batch_size=size)
-            for r in batch]
+        found = [
+            r
+            for batch in renderer.render(
+                units[start : start + size],
+                seeds[start : start + size],
+                layers[start : start + size],
+                signs=signs[start : start + size],
+                groups=groups[start : start + size],
+                batch_size=size,
+            )
+            for r in batch
+        ]
         seconds.append(time.perf_counter() - began)
         results += found
     return float(np.mean(seconds[1:] or seconds)), results
@@ -67,9 +75,12 @@ def _gram_cosine(loaded, renderer, results) -> float:
 
     values = []
     for start in range(0, len(results) - 3, 4):
-        group = results[start:start + 4]
-        pictures = tf.image.resize(np.stack([r.picture for r in group]).astype(np.float32),
-                                   loaded.input_size, antialias=True)
+        group = results[start : start + 4]
+        pictures = tf.image.resize(
+            np.stack([r.picture for r in group]).astype(np.float32),
+            loaded.input_size,
+            antialias=True,
+        )
         outputs = renderer.model(loaded.preprocess(pictures))
         outputs = outputs if isinstance(outputs, list) else [outputs]
         act = np.asarray(outputs[group[0].layer])
@@ -101,14 +112,20 @@ def main(batches: int = 2) -> None:
             seconds, results = _time(renderer, pairs, kind, batches)
             line = f"  {kind:9s} {seconds:6.2f} s per batch of 64, {64 / seconds:5.1f} pictures/s"
             if kind == "diversity":
-                plain = filters.UnitRenderer(renderer.model, params, loaded.preprocess,
-                                             eval_size=loaded.input_size[0],
-                                             diversity_weight=0.0)
+                plain = filters.UnitRenderer(
+                    renderer.model,
+                    params,
+                    loaded.preprocess,
+                    eval_size=loaded.input_size[0],
+                    diversity_weight=0.0,
+                )
                 _, without = _time(plain, pairs, kind, 0)
-                line += (f"; Gram cosine {_gram_cosine(loaded, renderer, results[:64]):.3f} "
-                         f"(lambda 0: {_gram_cosine(loaded, plain, without):.3f}), mean unit "
-                         f"{np.mean([r.own_activation for r in results[:64]]):.2f} "
-                         f"(lambda 0: {np.mean([r.own_activation for r in without]):.2f})")
+                line += (
+                    f"; Gram cosine {_gram_cosine(loaded, renderer, results[:64]):.3f} "
+                    f"(lambda 0: {_gram_cosine(loaded, plain, without):.3f}), mean unit "
+                    f"{np.mean([r.own_activation for r in results[:64]]):.2f} "
+                    f"(lambda 0: {np.mean([r.own_activation for r in without]):.2f})"
+                )
             print(line, flush=True)
 
 

@@ -22,7 +22,7 @@ PAGES = {
     "home": "index.html",
     "model": "models/mobilenet/index.html",
     "layer": "models/mobilenet/layers/conv_pw_11/index.html",
-    "unit": "models/mobilenet/layers/conv_preds/units/254.html",
+    "unit": "models/mobilenet/layers/conv_preds/units/250.html",  # it has the unit views
     "image": "models/mobilenet/images/pug_112.html",
     "image-layers": "models/mobilenet/images/pug_112.html#conv_pw_11",
     "predictions": "models/mobilenet/predictions.html",

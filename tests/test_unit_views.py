@@ -48,18 +48,27 @@ def _means(model, pictures: np.ndarray) -> np.ndarray:
     return np.asarray(model(_scale(pictures.astype(np.float32)))).mean(axis=(1, 2))
 
 
-def test_the_negative_picture_drives_the_unit_down():
-    from atlas.render.filters import LucidParams, UnitRenderer
+@pytest.mark.parametrize("method", ["lucid", "classic"])
+def test_the_negative_picture_drives_the_unit_down(method):
+    from atlas.render.filters import ClassicParams, LucidParams, UnitRenderer
 
     model = _tiny()
-    params = LucidParams(size=32, steps=16, learning_rate=0.1, jitter=2)
+    params = (
+        LucidParams(size=32, steps=16, learning_rate=0.1, jitter=2)
+        if method == "lucid"
+        else ClassicParams(
+            start_size=16, upscale_steps=1, upscale_factor=2.0, steps_per_size=6, step_size=3.0
+        )
+    )
     renderer = UnitRenderer(model, params, _scale)
     units, seeds = [1, 3], [21, 22]
     start = _pictures(renderer, units, seeds, signs=[-1, -1], max_steps=0)
     negative = _pictures(renderer, units, seeds, signs=[-1, -1])
     positive = _pictures(renderer, units, [5, 6])
-    on = {name: _means(model, np.stack([r.picture for r in found]))
-          for name, found in (("start", start), ("negative", negative), ("positive", positive))}
+    on = {
+        name: _means(model, np.stack([r.picture for r in found]))
+        for name, found in (("start", start), ("negative", negative), ("positive", positive))
+    }
     for i, unit in enumerate(units):
         assert on["negative"][i, unit] < on["start"][i, unit] - 1e-3
         assert on["negative"][i, unit] < on["positive"][i, unit] - 1e-3
@@ -88,9 +97,10 @@ def test_diversity_makes_the_pictures_less_alike_and_each_still_rises():
         renderer = UnitRenderer(model, params, _scale, diversity_weight=weight)
         found[weight] = _pictures(renderer, [unit] * 4, seeds, groups=[0] * 4)
     start = _pictures(UnitRenderer(model, params, _scale), [unit] * 4, seeds, max_steps=0)
-    activations = {w: np.asarray(model(_scale(np.stack([r.picture for r in pictures])
-                                              .astype(np.float32))))
-                   for w, pictures in found.items()}
+    activations = {
+        w: np.asarray(model(_scale(np.stack([r.picture for r in pictures]).astype(np.float32))))
+        for w, pictures in found.items()
+    }
     assert _gram_cosine(activations[20.0]) < _gram_cosine(activations[0.0]) - 0.01
     start_means = _means(model, np.stack([r.picture for r in start]))[:, unit]
     diverse_means = activations[20.0].mean(axis=(1, 2))[:, unit]
@@ -140,8 +150,13 @@ def test_most_and_least_are_disjoint_and_ordered():
 )
 def test_bad_unit_views_exit_2_with_one_line(small_config, value, fragment):
     config = small_config(render={"unit_views": value})
-    done = subprocess.run([sys.executable, "-m", "atlas", "build", "-c", str(config)],
-                          capture_output=True, text=True, env=ENV, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "atlas", "build", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in done.stderr, lines
@@ -236,8 +251,7 @@ def test_preferred_breeds_match_numpy(built):
         rows = re.findall(r"<tr><td>([^<]+)</td><td>([-\d.]+)</td>", table)
         assert [title.lower().replace(" ", "_") for title, _ in rows] == expected
         for (_, shown), breed in zip(rows, expected, strict=True):
-            assert float(shown) == pytest.approx(np.mean(by_breed[breed], axis=0)[unit],
-                                                 abs=2e-3)
+            assert float(shown) == pytest.approx(np.mean(by_breed[breed], axis=0)[unit], abs=2e-3)
 
 
 def test_the_search_index_lists_units_by_their_preferred_breeds(built):
@@ -251,8 +265,9 @@ def test_the_search_index_lists_units_by_their_preferred_breeds(built):
 
 
 def test_views_off_render_no_files_and_no_sections(tmp_path, project_factory):
-    config = project_factory(tmp_path / "off", images=4,
-                             render={"unit_views": {"views": [], "units": "all"}})
+    config = project_factory(
+        tmp_path / "off", images=4, render={"unit_views": {"views": [], "units": "all"}}
+    )
     report = build(config, OPTIONS)
     assert not {"negative", "diversity", "exemplars"} & set(report.rendered)
     cache = config.parent / ".atlas-cache"
@@ -265,7 +280,8 @@ def test_views_off_render_no_files_and_no_sections(tmp_path, project_factory):
 
 @pytest.mark.slow
 def test_shards_render_the_views_and_the_assembling_build_renders_no_picture(
-        tmp_path, project_factory):
+    tmp_path, project_factory
+):
     config = project_factory(tmp_path / "s", images=4, render={"unit_views": {"units": 1}})
     rendered: dict[str, int] = {}
     for index in (1, 2):
@@ -280,8 +296,13 @@ def test_shards_render_the_views_and_the_assembling_build_renders_no_picture(
 
 def test_plan_counts_the_view_jobs(small_config):
     config = small_config(render={"unit_views": {"units": 1}})
-    done = subprocess.run([sys.executable, "-m", "atlas", "plan", "-c", str(config), "--json"],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "atlas", "plan", "-c", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     rows = {(row["model"], row["kind"]): row for row in json.loads(done.stdout)["rows"]}
     assert rows[("tiny", "negative")]["jobs"] == 3 and rows[("tiny", "diversity")]["jobs"] == 3

@@ -58,8 +58,9 @@ def render_pictures(
             groups.append(group)
     done: dict[str, list] = {}
     position = 0
-    for results in renderer.render(units, seeds, layers, signs=signs, groups=groups,
-                                   max_steps=max_steps):
+    for results in renderer.render(
+        units, seeds, layers, signs=signs, groups=groups, max_steps=max_steps
+    ):
         finished: dict[str, int] = {}
         for result in results:
             job = owners[position]
@@ -87,8 +88,11 @@ def _store(job: Job, results: list, cache: Cache) -> None:
         }
         cache.put(job.key, meta, {"unit.webp": encode_webp(result.picture, quality=quality)})
         return
-    names = ([f"diversity_{i}.webp" for i in range(len(results))] if job.kind == "diversity"
-             else ["negative.webp"])
+    names = (
+        [f"diversity_{i}.webp" for i in range(len(results))]
+        if job.kind == "diversity"
+        else ["negative.webp"]
+    )
     meta = {
         "objectives": [_finite(r.objective) for r in results],
         "activations": [_finite(r.own_activation) for r in results],
@@ -96,6 +100,8 @@ def _store(job: Job, results: list, cache: Cache) -> None:
         "seconds": round(float(sum(r.seconds for r in results)), 4),
         "dead": [bool(r.dead) for r in results],
     }
-    files = {name: encode_webp(r.picture, quality=quality)
-             for name, r in zip(names, results, strict=True)}
+    files = {
+        name: encode_webp(r.picture, quality=quality)
+        for name, r in zip(names, results, strict=True)
+    }
     cache.put(job.key, meta, files)

@@ -8,6 +8,7 @@ interrupted build leaves the previous site as it was.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 SCAN_MEMO = "scan-memo.json"
 EXEMPLAR_MEMO = "exemplar-memo.json"
+
+
+MAX_LOADED = 3  # models kept loaded at once (see _Models)
 
 
 @dataclass(frozen=True)
@@ -155,25 +159,42 @@ class BuildReport:
 
 
 class _Models:
-    """Loads each model at most once per build, only when something must be rendered."""
+    """Loads models only when something must be rendered, and keeps the
+    :data:`MAX_LOADED` most recently used: a build of many models (a zoo of applications)
+    would otherwise hold every model and its traced renderers to the end (12 GB for 20
+    models). A released model is loaded again if a later task needs it; a task that is
+    using it keeps its own reference meanwhile."""
 
-    def __init__(self, timer: StageTimer) -> None:
-        self._loaded: dict[str, object] = {}
+    def __init__(self, timer: StageTimer, max_loaded: int = MAX_LOADED) -> None:
+        self._loaded: dict[str, object] = {}  # least recently used first
         self._timer = timer
+        self._max = max_loaded
         self._lock = threading.Lock()  # the unit pictures' thread loads models too
+        self.loads = 0
 
     def get(self, config: ModelConfig):
         with self._lock:
-            return self._get(config)
+            loaded = self._loaded.pop(config.id, None)
+            if loaded is None:
+                loaded = self._load(config)
+            self._loaded[config.id] = loaded
+            released = False
+            while len(self._loaded) > self._max:
+                oldest = next(iter(self._loaded))
+                log.debug("releasing model %s", oldest)
+                del self._loaded[oldest]
+                released = True
+        if released:
+            gc.collect()  # traced functions hold reference cycles
+        return loaded
 
-    def _get(self, config: ModelConfig):
-        if config.id not in self._loaded:
-            with self._timer.stage("load models"):
-                from atlas.models import load_model
+    def _load(self, config: ModelConfig):
+        with self._timer.stage("load models"):
+            from atlas.models import load_model
 
-                log.info("loading model %s", config.id)
-                self._loaded[config.id] = load_model(config)
-        return self._loaded[config.id]
+            log.info("loading model %s", config.id)
+            self.loads += 1
+            return load_model(config)
 
 
 def build(config_path: Path | str, options: BuildOptions = BuildOptions()) -> BuildReport:

@@ -145,3 +145,33 @@ def test_only_unit_tasks_go_beside() -> None:
         executor.close()
     assert sorted(ran) == [("image", "MainThread"), ("photo", "MainThread"),
                            ("unit", "atlas-units")]
+
+
+def test_a_build_keeps_only_the_most_recent_models_loaded(monkeypatch) -> None:
+    """A zoo of models is not held to the end of the build: the least recently used is
+    released beyond MAX_LOADED, and loaded again when a later task needs it."""
+    from types import SimpleNamespace
+
+    import atlas.models
+    from atlas.build import _Models
+
+    loaded: list[str] = []
+
+    class Model:
+        def __init__(self, config):
+            self.id = config.id
+            loaded.append(config.id)
+
+    monkeypatch.setattr(atlas.models, "load_model", Model)
+    models = _Models(StageTimer(), max_loaded=2)
+    configs = {name: SimpleNamespace(id=name) for name in "abc"}
+    first = models.get(configs["a"])
+    assert models.get(configs["a"]) is first  # still loaded: not loaded again
+    models.get(configs["b"])
+    models.get(configs["a"])  # a is now the most recent: b goes when c comes
+    models.get(configs["c"])
+    assert loaded == ["a", "b", "c"]
+    models.get(configs["a"])
+    models.get(configs["b"])  # released: loaded again
+    assert loaded == ["a", "b", "c", "b"]
+    assert len(models._loaded) == 2

@@ -129,3 +129,19 @@ def test_precision_is_in_the_unit_key_only_when_not_float32():
         **_versions(),
     }
     assert base.key == job_key("unit", before)
+
+
+def test_forward_batches_shrink_for_models_with_large_activations():
+    """Score-CAM and deletion/insertion feed masked inputs in batches of up to 256: a
+    model whose activations would not fit the forward budget gets fewer per batch."""
+    import keras
+
+    small = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3)])
+    large = keras.Sequential([keras.Input((256, 256, 3)), keras.layers.Conv2D(512, 3),
+                              keras.layers.Conv2D(512, 3)])
+    assert device.forward_batch(small, 32, 256) == 256
+    per_image = 256 * 256 * 512 * 2 * 4  # two float32 maps of 256 x 256 x 512, about
+    expected = device.FORWARD_BUDGET_BYTES // per_image
+    batch = device.forward_batch(large, 256, 256)
+    assert 1 <= batch < 256 and abs(batch - expected) <= 1
+    assert device.forward_batch(large, 2048, 256) == 1  # never below one

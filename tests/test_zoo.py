@@ -128,6 +128,8 @@ def write_zoo_project(root: Path) -> Path:
     for model_id, (builder, classes) in OWN.items():
         own_models.save(builder(), root / "models", model_id)
         entry = {"id": model_id, "file": f"models/{model_id}.keras"}
+        if model_id == "ops-nested":
+            entry["render"] = {"faithfulness_photos": 1, "unit_views": {"units": 1}}
         models.append(entry if classes is None else {**entry, "classes": classes})
     mixed_case_labels(root / "labels.txt")
     models += [
@@ -140,7 +142,17 @@ def write_zoo_project(root: Path) -> Path:
         images,
         models[0],
         models=models,
-        render={"units_per_layer": 1, "best_grid": 1, "activation_channels": 4},
+        render={
+            "units_per_layer": 1,
+            "best_grid": 1,
+            "activation_channels": 4,
+            # the costly views on one user model only: deletion/insertion curves through
+            # every application (InceptionResNetV2's 256 passes at 299 px...) and their
+            # negative and diversity pictures test nothing the walk does not
+            "faithfulness_photos": 0,
+            "scorecam_channels": 1,
+            "unit_views": {"units": "none"},
+        },
     )
     data["dataset"]["annotations"] = str(LIST)
     data["dataset"]["detailed"] = [sorted(p.stem for p in images.iterdir())[0]]
@@ -334,3 +346,15 @@ def test_facts_do_not_depend_on_what_was_built_before(zoo_facts):
     assert done.stdout.split()[-1] == digest(zoo_facts["InceptionV3"])
     for application in ("InceptionV3", "MobileNetV3Small", "ConvNeXtTiny"):
         assert digest(facts_of(application)) == digest(zoo_facts[application]), application
+
+
+def test_a_user_model_gets_the_costly_views_it_asks_for(site):
+    """The zoo renders negative and diversity pictures and deletion/insertion curves for
+    the one model whose own render block asks for them (the others leave them out)."""
+    units = sorted((site / "models" / "ops-nested" / "layers").glob("*/units/0.html"))
+    pages = [page.read_text(encoding="utf-8") for page in units]
+    assert pages and all('class="negative"' in page for page in pages)
+    model_page = (site / "models" / "ops-nested" / "index.html").read_text(encoding="utf-8")
+    assert re.search(r"on 1 photos?", model_page)
+    application = sorted((site / "models" / "vgg16" / "layers").glob("*/units/0.html"))
+    assert application and 'class="negative"' not in application[0].read_text("utf-8")

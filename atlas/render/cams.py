@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 METHODS = CAM_METHODS
 GRADIENT_METHODS = METHODS[:3]
-# Masked inputs per forward pass of Score-CAM (padded to this size: one trace).
+# Masked inputs per forward pass of Score-CAM and of the deletion/insertion curves, at
+# most (fewer for a large model: render.device.forward_batch).
 SCORE_BATCH = 256
 DEFAULT_CHANNELS = 6  # render.scorecam_channels; see BENCHMARKS.md for its cost
 
@@ -88,10 +89,12 @@ class ScoreCam:
     Args:
         classify: preprocessed input -> logits (a Keras model or any callable).
         channels: ``k``, the channels kept per image and layer.
+        batch: masked inputs per forward pass (at most :data:`SCORE_BATCH`).
     """
 
-    def __init__(self, classify: Callable, channels: int):
+    def __init__(self, classify: Callable, channels: int, batch: int = SCORE_BATCH):
         self.channels = channels
+        self.batch = batch
         self._forward = tf.function(
             lambda x: tf.nn.softmax(classify(x, training=False), axis=-1),
             reduce_retracing=True,
@@ -109,7 +112,7 @@ class ScoreCam:
         """
         count, size = inputs.shape[0], inputs.shape[1:3]
         pixels = tf.constant(inputs, tf.float32)[:, None]  # (n, 1, H, W, 3)
-        feed = Feed(self._forward)
+        feed = Feed(self._forward, self.batch)
         plan = []
         for feature in features:
             chosen = top_variance_channels(feature, self.channels)
@@ -132,31 +135,32 @@ class ScoreCam:
 
 
 class Feed:
-    """Masked inputs in, class probabilities out, through full batches of SCORE_BATCH so
-    that memory stays bounded; the last one is padded to the next power of two (a few
-    masks of one photo through a large model cost a few forward passes, not SCORE_BATCH),
-    so the function is traced for at most a handful of batch sizes."""
+    """Masked inputs in, class probabilities out, through full batches of ``batch`` (at
+    most SCORE_BATCH) so that memory stays bounded; the last one is padded to the next
+    power of two (a few masks of one photo through a large model cost a few forward
+    passes, not a full batch), so the function is traced for a handful of batch sizes."""
 
-    def __init__(self, forward: Callable):
+    def __init__(self, forward: Callable, batch: int = SCORE_BATCH):
         self._forward = forward
+        self._batch = batch
         self._pending: list[tf.Tensor] = []
         self._outputs: list[np.ndarray] = []
 
     def add(self, batch: tf.Tensor) -> None:
         self._pending.append(batch)
-        while sum(int(p.shape[0]) for p in self._pending) >= SCORE_BATCH:
+        while sum(int(p.shape[0]) for p in self._pending) >= self._batch:
             joined = tf.concat(self._pending, axis=0)
-            self._run(joined[:SCORE_BATCH])
-            self._pending = [joined[SCORE_BATCH:]]
+            self._run(joined[: self._batch])
+            self._pending = [joined[self._batch :]]
 
     def finish(self) -> np.ndarray:
         rest = tf.concat(self._pending, axis=0) if self._pending else None
         if rest is not None and rest.shape[0]:
             filled = int(rest.shape[0])
-            size = min(SCORE_BATCH, 1 << (filled - 1).bit_length())
+            size = min(self._batch, 1 << (filled - 1).bit_length())
             padding = tf.zeros((size - filled, *rest.shape[1:]), rest.dtype)
             self._run(tf.concat([rest, padding], axis=0), keep=filled)
         return np.concatenate(self._outputs) if self._outputs else np.zeros((0, 0), np.float32)
 
-    def _run(self, batch: tf.Tensor, keep: int = SCORE_BATCH) -> None:
-        self._outputs.append(self._forward(batch).numpy()[:keep])
+    def _run(self, batch: tf.Tensor, keep: int | None = None) -> None:
+        self._outputs.append(self._forward(batch).numpy()[: keep or self._batch])

@@ -22,7 +22,8 @@ from atlas.cache import Cache
 from atlas.dataset import DatasetImage, iter_batches
 from atlas.models import LoadedModel
 from atlas.plan import Job
-from atlas.render.cams import Feed
+from atlas.render.cams import SCORE_BATCH, Feed
+from atlas.render.device import forward_batch
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def run_scores(
         lambda x: tf.nn.softmax(model(loaded.preprocess(x), training=False), axis=-1),
         reduce_retracing=True,
     )
+    per_pass = forward_batch(model, loaded.input_size[0], SCORE_BATCH)
     faithful = [images[job.image] for job in jobs if job.extra["faithful"]]
     photos = {}
     for batch_images, batch in iter_batches(faithful, loaded.input_size):
@@ -135,7 +137,7 @@ def run_scores(
             meta["energy"] = {m: [round(s, 5) for s, _ in v] for m, v in located.items()}
             meta["pointing"] = {m: [int(hit) for _, hit in v] for m, v in located.items()}
         if job.extra["faithful"] and job.image in photos:
-            feed = Feed(forward)
+            feed = Feed(forward, per_pass)
             meta.update(
                 faithfulness(lambda f: f.finish(), feed, photos[job.image], maps, meta["class"])
             )

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlas._tensorflow import keras, tf
-from atlas.render.cams import ScoreCam, gradient_cams
+from atlas.render.cams import SCORE_BATCH, ScoreCam, gradient_cams
+from atlas.render.device import forward_batch
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ class MapRenderer:
         if gradcam and score_channels > 0:
             inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
             classify = keras.Model(inputs, model.outputs[-1])
-            self._score = ScoreCam(classify, score_channels)
+            size = int(classify.input_shape[1] or 224)
+            batch = forward_batch(classify, size, SCORE_BATCH)
+            self._score = ScoreCam(classify, score_channels, batch)
 
     def _features_pass(self, images: tf.Tensor, second: tf.Tensor):
         """Activations and statistics only: a model without classes has no CAMs."""

@@ -386,6 +386,9 @@ def open_cache(location: Path | str) -> Cache:
     return Cache(Path(location))
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime) -> digest, in this process
+
+
 def file_digest(path: Path) -> str:
     """Return the sha256 of a file's bytes, read in chunks.
 
@@ -398,11 +401,16 @@ def file_digest(path: Path) -> str:
     Raises:
         OSError: the file cannot be read.
     """
+    info = os.stat(path)
+    known = (os.fspath(path), info.st_ino, info.st_size, info.st_mtime_ns)
+    if known in _DIGESTS:  # e.g. a trimap planned for every model of the build
+        return _DIGESTS[known]
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()
+    _DIGESTS[known] = digest.hexdigest()
+    return _DIGESTS[known]
 
 
 def _sha256(path: Path) -> str:

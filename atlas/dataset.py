@@ -111,9 +111,22 @@ def read_annotation_list(path: Path) -> dict[str, Annotation]:
         AtlasError: the file cannot be read, or a line is malformed (named by line number).
     """
     try:
+        info = os.stat(path)
+        known = (os.fspath(path), info.st_ino, info.st_size, info.st_mtime_ns)
+        if known in _ANNOTATIONS:  # the scan and a breeds model's label space both read it
+            return dict(_ANNOTATIONS[known])
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise AtlasError(f"{path}: cannot read annotation list ({error})") from None
+    annotations = _parse_annotations(path, text)
+    _ANNOTATIONS[known] = annotations
+    return dict(annotations)
+
+
+_ANNOTATIONS: dict[tuple, dict[str, Annotation]] = {}  # (path, inode, size, mtime), this process
+
+
+def _parse_annotations(path: Path, text: str) -> dict[str, Annotation]:
     annotations: dict[str, Annotation] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()

@@ -75,14 +75,16 @@ def per_image_bytes(model: keras.Model, size: int) -> float:
 
 
 # Forward passes only (Score-CAM's masked inputs, deletion/insertion curves): no gradients
-# are kept, so a third of per_image_bytes per image, within this budget.
-FORWARD_BUDGET_BYTES = 1.5 * 2**30
+# are kept, so a third of per_image_bytes per image, within this budget. The default
+# MobileNet gets ~94 masked inputs per pass (as fast per input as 256 on this CPU; 256 took
+# a cold default build, its unit pictures running beside, to 2,045 MiB at its peak).
+FORWARD_BUDGET_BYTES = 0.5 * 2**30
 
 
 def forward_batch(model: keras.Model, size: int, most: int) -> int:
-    """Images per forward-only batch: ``most`` (the default MobileNet's 256), fewer for a
-    model whose activations would not fit :data:`FORWARD_BUDGET_BYTES` (a batch of 256
-    through InceptionResNetV2 at 299 px held ~8 GB), at least 1."""
+    """Images per forward-only batch: at most ``most``, fewer for a model whose
+    activations would not fit :data:`FORWARD_BUDGET_BYTES` (a batch of 256 through
+    InceptionResNetV2 at 299 px held ~8 GB), at least 1."""
     need = per_image_bytes(model, size) / 3
     return int(min(most, max(1, FORWARD_BUDGET_BYTES // need)))
 

@@ -69,8 +69,9 @@ class AtlasWorker(WorkerPlugin):
         return self.models[key]
 
 
-def render_task(task: Task) -> tuple[str, int, float]:
-    """Runs on a worker: render one task into the shared cache.
+def render_task(task: Task, *after: object) -> tuple[str, int, float]:
+    """Runs on a worker: render one task into the shared cache (``after``: the results of
+    the tasks it reads from, passed only so that Dask runs it after them).
 
     Returns:
         (kind, jobs rendered, seconds), for the driver's counts and throughput.
@@ -161,12 +162,7 @@ class DaskExecutor:
         try:
             resources = _resources(client)
             with self.timer.stage("render on dask"):
-                futures = [
-                    client.submit(
-                        render_task, task, key=key, resources=resources, retries=RETRIES, pure=False
-                    )
-                    for key, task in by_key.items()
-                ]
+                futures = _submit(client, by_key, resources)
                 for future in as_completed(futures, loop=client.loop):
                     kind, jobs, seconds = _result(future)
                     for job_kind, count in Counter(j.kind for j in by_key[future.key].jobs).items():
@@ -183,6 +179,24 @@ class DaskExecutor:
             raise
         finally:
             bar.close()
+
+
+def _submit(client, by_key: dict[str, Task], resources) -> list:
+    """Every task as a future; a scores task waits for the image tasks whose maps it
+    reads (a worker that took it first found no maps, and skipped the photo)."""
+    futures: dict[str, object] = {}
+    image_task: dict[str, str] = {}  # image job key -> the key of the task rendering it
+    for key, task in by_key.items():
+        if task.kind == "image":
+            image_task.update({job.key: key for job in task.jobs})
+    for key, task in by_key.items():  # image tasks come before their scores tasks
+        needs = sorted({image_task[j.extra["image_key"]] for j in task.jobs
+                        if task.kind == "scores" and j.extra["image_key"] in image_task})
+        futures[key] = client.submit(
+            render_task, task, *(futures[n] for n in needs), key=key, resources=resources,
+            retries=RETRIES, pure=False,
+        )
+    return list(futures.values())
 
 
 def _result(future) -> tuple[str, int, float]:

@@ -78,3 +78,32 @@ def test_a_worker_killed_mid_task_is_survived(cluster, local_site, project_facto
     assert killed, "no worker was caught running a unit task"
     assert report.rendered.get("unit") == 6
     assert without_ledger(files_of(report.output)) == without_ledger(local_site)
+
+
+def test_a_scores_task_waits_for_the_image_maps_it_reads():
+    """On a cluster, a scores task is submitted with the futures of the image tasks
+    whose maps it reads, so Dask runs it after them (a worker that took it first found
+    no maps and skipped the photo: the model page lost its CAM-scores table)."""
+    from atlas.dask_executor import _submit
+    from atlas.distribute import Task
+    from atlas.plan import Job
+
+    class Client:
+        def __init__(self):
+            self.calls = {}
+
+        def submit(self, function, task, *after, key, **options):
+            self.calls[key] = after
+            return f"future-{key}"
+
+    images = [Job("image", "m", f"i{n}", image=f"p{n}") for n in range(3)]
+    scores = [Job("scores", "m", "s0", image="p2", extra={"image_key": "i2"})]
+    by_key = {
+        "atlas-a": Task("image", None, tuple(images[:2])),
+        "atlas-b": Task("image", None, tuple(images[2:])),
+        "atlas-c": Task("scores", None, tuple(scores)),
+    }
+    client = Client()
+    futures = _submit(client, by_key, None)
+    assert futures == ["future-atlas-a", "future-atlas-b", "future-atlas-c"]
+    assert client.calls == {"atlas-a": (), "atlas-b": (), "atlas-c": ("future-atlas-b",)}

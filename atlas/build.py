@@ -170,7 +170,6 @@ class _Models:
         self._timer = timer
         self._max = max_loaded
         self._lock = threading.Lock()  # the unit pictures' thread loads models too
-        self.loads = 0
 
     def get(self, config: ModelConfig):
         with self._lock:
@@ -193,7 +192,6 @@ class _Models:
             from atlas.models import load_model
 
             log.info("loading model %s", config.id)
-            self.loads += 1
             return load_model(config)
 
 

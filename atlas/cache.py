@@ -386,7 +386,18 @@ def open_cache(location: Path | str) -> Cache:
     return Cache(Path(location))
 
 
-_DIGESTS: dict[tuple, str] = {}  # (path, inode, size, mtime) -> digest, in this process
+_DIGESTS: dict[tuple, str] = {}  # file_identity -> digest, in this process
+
+
+def file_identity(path: Path) -> tuple:
+    """(path, inode, size, mtime): what an in-process memo of a file's content is keyed
+    by (a file replaced or edited meanwhile has another identity).
+
+    Raises:
+        OSError: the file cannot be stat'ed.
+    """
+    info = os.stat(path)
+    return (os.fspath(path), info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def file_digest(path: Path) -> str:
@@ -401,8 +412,7 @@ def file_digest(path: Path) -> str:
     Raises:
         OSError: the file cannot be read.
     """
-    info = os.stat(path)
-    known = (os.fspath(path), info.st_ino, info.st_size, info.st_mtime_ns)
+    known = file_identity(path)
     if known in _DIGESTS:  # e.g. a trimap planned for every model of the build
         return _DIGESTS[known]
     digest = hashlib.sha256()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from atlas.cache import file_digest
+from atlas.cache import file_digest, file_identity
 from atlas.errors import AtlasError, BadImageError
 
 if TYPE_CHECKING:  # numpy and Pillow load only when images are decoded
@@ -111,8 +111,7 @@ def read_annotation_list(path: Path) -> dict[str, Annotation]:
         AtlasError: the file cannot be read, or a line is malformed (named by line number).
     """
     try:
-        info = os.stat(path)
-        known = (os.fspath(path), info.st_ino, info.st_size, info.st_mtime_ns)
+        known = file_identity(path)
         if known in _ANNOTATIONS:  # the scan and a breeds model's label space both read it
             return dict(_ANNOTATIONS[known])
         text = Path(path).read_text(encoding="utf-8")
@@ -123,7 +122,7 @@ def read_annotation_list(path: Path) -> dict[str, Annotation]:
     return dict(annotations)
 
 
-_ANNOTATIONS: dict[tuple, dict[str, Annotation]] = {}  # (path, inode, size, mtime), this process
+_ANNOTATIONS: dict[tuple, dict[str, Annotation]] = {}  # by file_identity, in this process
 
 
 def _parse_annotations(path: Path, text: str) -> dict[str, Annotation]:

@@ -100,6 +100,14 @@ def initial_variables(seeds: list[int], size: int, fft: bool) -> np.ndarray:
 # pictures cost ~40 % of a lucid step; split into one op per core, the halves run side by
 # side (inter-op threads): 39 ms instead of 91 ms of wall time per step on 2 cores.
 FFT_PARTS = max(1, min(os.cpu_count() or 1, 8))
+# The spectrum-to-pixels map (complex scaling, inverse FFT, transpose, colour matrix,
+# sigmoid) is a dozen element-wise ops over the whole batch, each a pass over memory, and
+# as many in its gradient: compiled by XLA into a few fused loops, forward and gradient of
+# a batch of 64 pictures of 96 px took 15 ms of wall time and 23 ms of CPU instead of
+# 32 ms and 60 ms on this 2-core machine (pixels equal within 3e-5 of 255). Only this
+# part is compiled: XLA made the networks' depthwise convolutions ~12x slower here.
+JIT_PIXELS = True
+_COMPILED: dict[tuple, tf.types.experimental.GenericFunction] = {}
 
 
 def to_pixels(variables: tf.Tensor, size: int, fft: bool, decorrelate: bool) -> tf.Tensor:
@@ -114,14 +122,28 @@ def to_pixels(variables: tf.Tensor, size: int, fft: bool, decorrelate: bool) -> 
     Returns:
         float32 tensor ``(batch, size, size, 3)`` in [0, 255].
     """
+    convert = _compiled(size, fft, decorrelate)
     small = variables.shape[0] is not None and variables.shape[0] < FFT_PARTS
     if fft and FFT_PARTS > 1 and not small:  # pictures are independent: no picture changes
         count = tf.shape(variables)[0]
         sizes = [count // FFT_PARTS] * (FFT_PARTS - 1)
         sizes.append(count - (count // FFT_PARTS) * (FFT_PARTS - 1))
         parts = tf.split(variables, tf.stack(sizes), num=FFT_PARTS)
-        return tf.concat([_to_pixels(part, size, fft, decorrelate) for part in parts], 0)
-    return _to_pixels(variables, size, fft, decorrelate)
+        return tf.concat([convert(part) for part in parts], 0)
+    return convert(variables)
+
+
+def _compiled(size: int, fft: bool, decorrelate: bool):
+    """The pixel map for these settings: XLA-compiled for a spectrum (see JIT_PIXELS)."""
+    if not (fft and JIT_PIXELS):
+        return lambda variables: _to_pixels(variables, size, fft, decorrelate)
+    key = (size, decorrelate)
+    if key not in _COMPILED:
+        _COMPILED[key] = tf.function(
+            lambda variables: _to_pixels(variables, size, True, decorrelate),
+            jit_compile=True, reduce_retracing=True, autograph=False,
+        )
+    return _COMPILED[key]
 
 
 def _to_pixels(variables: tf.Tensor, size: int, fft: bool, decorrelate: bool) -> tf.Tensor:

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from atlas.trimaps import STEPS, find_trimaps, trimap_folder  # noqa: F401 (re-exported)
+
 log = logging.getLogger(__name__)
 
 PET, BACKGROUND, BORDER = 1, 2, 3
-STEPS = 16  # deletion/insertion steps: STEPS + 1 points per curve
 METRICS = ("energy", "pointing", "deletion", "insertion")
 METRIC_TITLES = {
     "energy": "energy on the pet",
@@ -34,27 +35,6 @@ METRIC_TITLES = {
     "insertion": "insertion AUC",
 }
 HIGHER_IS_BETTER = {"energy": True, "pointing": True, "deletion": False, "insertion": True}
-
-
-def trimap_folder(annotations: Path | None) -> Path | None:
-    """The dataset's ``trimaps/`` folder beside its ``list.txt``, if there is one."""
-    if annotations is None:
-        return None
-    folder = Path(annotations).parent / "trimaps"
-    return folder if folder.is_dir() else None
-
-
-def find_trimaps(annotations: Path | None, names: Sequence[str]) -> dict[str, Path]:
-    """Image name -> its trimap PNG, for the images that have one."""
-    folder = trimap_folder(annotations)
-    if folder is None:
-        return {}
-    found = {}
-    for name in names:
-        path = folder / f"{name}.png"
-        if path.is_file():
-            found[name] = path
-    return found
 
 
 def load_trimap(path: Path) -> np.ndarray:
@@ -73,18 +53,26 @@ def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), np.float32)
 
 
-def localisation(cam: np.ndarray, trimap: np.ndarray) -> tuple[float, bool]:
+def pet_weight(trimap: np.ndarray) -> np.ndarray:
+    """Each pixel's share of the pet: 1 on the pet, 1/2 on its border, 0 elsewhere."""
+    return np.where(trimap == PET, 1.0, np.where(trimap == BORDER, 0.5, 0.0))
+
+
+def localisation(cam: np.ndarray, trimap: np.ndarray, weight: np.ndarray | None = None
+                 ) -> tuple[float, bool]:
     """(share of the map's energy on the pet, whether its peak is on the pet).
 
     Args:
         cam: a non-negative map at any resolution.
         trimap: the photo's trimap (1 pet, 2 background, 3 border).
+        weight: ``pet_weight(trimap)``, when one photo's maps are scored in a row (a
+            photo has 4 methods x every layer of maps: computed once, not per map).
     """
     values = np.maximum(resize_map(cam, trimap.shape), 0.0)
     total = float(values.sum())
     if total <= 0:
         return 0.0, False
-    weight = np.where(trimap == PET, 1.0, np.where(trimap == BORDER, 0.5, 0.0))
+    weight = pet_weight(trimap) if weight is None else weight
     share = float((values * weight).sum() / total)
     peak = np.unravel_index(int(np.argmax(values)), values.shape)
     return share, bool(trimap[peak] in (PET, BORDER))

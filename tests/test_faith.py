@@ -41,6 +41,24 @@ def test_curve_inputs_remove_and_restore_the_most_salient_pixels_first():
     assert (insertion[1, :2] == 200).all() and (insertion[1, 2:] == 50).all()  # 8 of 16
 
 
+def test_curve_inputs_match_a_pixel_by_pixel_loop_with_ties():
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (7, 9, 3)).astype(np.float32)
+    blurred = rng.integers(0, 256, (7, 9, 3)).astype(np.float32)
+    saliency = rng.integers(0, 4, (7, 9)).astype(np.float32)  # many ties: stable order
+    steps = 5
+    order = np.argsort(-saliency.ravel(), kind="stable")
+    for step in range(1, steps):
+        chosen = order[: round(step * order.size / steps)]
+        deleted, inserted = photo.reshape(-1, 3).copy(), blurred.reshape(-1, 3).copy()
+        deleted[chosen] = 0
+        inserted[chosen] = photo.reshape(-1, 3)[chosen]
+        deletion, insertion = curve_inputs(photo, saliency, blurred, steps)
+        np.testing.assert_array_equal(deletion[step - 1], deleted.reshape(photo.shape))
+        np.testing.assert_array_equal(insertion[step - 1], inserted.reshape(photo.shape))
+    assert deletion.dtype == insertion.dtype == np.float32
+
+
 def test_a_map_on_what_the_model_sees_deletes_faster_and_inserts_faster():
     model = left_eye_model()
     forward = tf.function(lambda x: tf.nn.softmax(model(x), axis=-1))

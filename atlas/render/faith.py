@@ -55,13 +55,13 @@ def curve_inputs(
     """
     height, width = photo.shape[:2]
     order = np.argsort(-saliency.ravel(), kind="stable")
-    deletion = np.repeat(photo[None], steps - 1, axis=0).reshape(steps - 1, -1, 3)
-    insertion = np.repeat(blurred[None], steps - 1, axis=0).reshape(steps - 1, -1, 3)
-    flat = photo.reshape(-1, 3)
-    for step in range(1, steps):
-        chosen = order[: round(step * len(order) / steps)]
-        deletion[step - 1, chosen] = 0
-        insertion[step - 1, chosen] = flat[chosen]
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))  # each pixel's place in the saliency order
+    counts = np.array([round(step * len(order) / steps) for step in range(1, steps)])
+    chosen = (rank[None, :] < counts[:, None])[..., None]  # (steps - 1, pixels, 1)
+    flat, soft = photo.reshape(1, -1, 3), blurred.reshape(1, -1, 3)
+    deletion = np.where(chosen, photo.dtype.type(0), flat).astype(photo.dtype, copy=False)
+    insertion = np.where(chosen, flat, soft).astype(blurred.dtype, copy=False)
     shape = (steps - 1, height, width, 3)
     return deletion.reshape(shape), insertion.reshape(shape)
 
@@ -133,7 +133,9 @@ def run_scores(
         meta: dict = {"class": entry.meta["cam_classes"][0], "layers": layers}
         if job.extra["trimap"] is not None:
             trimap = scores.load_trimap(job.extra["trimap"])
-            located = {m: [scores.localisation(cam, trimap) for cam in maps[m]] for m in maps}
+            weight = scores.pet_weight(trimap)
+            located = {m: [scores.localisation(cam, trimap, weight) for cam in maps[m]]
+                       for m in maps}
             meta["energy"] = {m: [round(s, 5) for s, _ in v] for m, v in located.items()}
             meta["pointing"] = {m: [int(hit) for _, hit in v] for m, v in located.items()}
         if job.extra["faithful"] and job.image in photos:

@@ -249,6 +249,12 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
     from atlas.site import write_site
 
     context, models = prepare(config, cache, options, timer)
+    with timer.stage("cache checks"):
+        current = _current_site(context, options)
+    if current is not None:  # nothing to render, project or write
+        with timer.stage("pages"):
+            written = write_site(context, current, checked=True)
+        return _report(written.output, written.pages, written.size, context, timer)
     throughput = estimate.Throughput.from_json(cache.read_aux(estimate.THROUGHPUT))
     with timer.stage("plan"):
         table = plan_report.rows(context, throughput, options.max_steps, options.force)
@@ -297,6 +303,45 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
         log.info("pruned %d cache entries (%.1f MB)", removed, freed / 1e6)
     return _report(written.output, written.pages, written.size, context, timer,
                    written.pages_written)
+
+
+def _current_site(context: BuildContext, options: BuildOptions) -> str | None:
+    """The inputs digest, when the site in the output folder was built from exactly these
+    inputs, every entry it reads is present, and the site is untouched since; else None.
+
+    Then the build has nothing to render and its budget held when the site was written:
+    the no-op rebuild skips the plan's projection (a stamp per entry, ~0.5 s on the
+    default site) and the per-job checks, and every planned job counts as reused.
+    """
+    from atlas import manifest
+
+    if options.force or options.shard is not None:
+        return None
+    for model_plan in context.models:  # the exemplar jobs from the memoised image stats
+        _exemplar_jobs(model_plan, context)
+    keys = manifest.entry_keys(context)
+    output = context.config.site.output
+    previous = manifest.read(context.cache, output)
+    if previous is None or any(context.cache.stamp(key) is None for key in keys):
+        return None
+    inputs = manifest.inputs_digest(context, resources.templates())
+    if not manifest.up_to_date(output, inputs, previous):
+        return None
+    for job in _planned_jobs(context):
+        _count(context, job.kind, False)
+    return inputs
+
+
+def _planned_jobs(context: BuildContext) -> list[Job]:
+    """Every job of the build but the models' facts, a photo once however many models
+    read it."""
+    jobs = [plan.photo_job(image) for image in context.scan.images]
+    for model_plan in context.models:  # the facts were counted when planned
+        jobs += model_plan.predict + model_plan.images + model_plan.scores
+        jobs += [job for layer in model_plan.units.values() for job in layer]
+        jobs += [job for layer in model_plan.views.values() for job in layer]
+        jobs += list(model_plan.grids.values()) + list(model_plan.exemplars.values())
+    return jobs
 
 
 def _report(output: Path | None, pages: int, size: int, context: BuildContext,
@@ -419,7 +464,7 @@ def _view_jobs(model: ModelConfig, layer: dict, count: int, params: object) -> l
 def _score_jobs(config: Config, model: ModelConfig, image_jobs: list[Job],
                 context: BuildContext) -> list[Job]:
     """A scores job for each detailed photo with a trimap or chosen for faithfulness."""
-    from atlas.scores import STEPS, find_trimaps
+    from atlas.trimaps import STEPS, find_trimaps
 
     names = [job.image for job in image_jobs]
     trimaps = find_trimaps(config.dataset.annotations, names)

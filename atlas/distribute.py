@@ -185,7 +185,7 @@ def _curves(job: Job, layers: int) -> int:
         return 1
     if not job.extra["faithful"]:
         return 0
-    from atlas.scores import STEPS
+    from atlas.trimaps import STEPS
 
     return 3 + 2 * (STEPS - 1) * layers * len(job.extra["methods"])
 

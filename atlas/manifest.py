@@ -108,6 +108,7 @@ def entry_keys(context: Any) -> list[str]:
         for layer in plan.layers:
             name = layer["name"]
             keys += [job.key for job in plan.units[name]]
+            keys += [job.key for job in plan.views.get(name, ())]
             keys += [job.key for job in (plan.grids.get(name), plan.exemplars.get(name)) if job]
     return keys
 

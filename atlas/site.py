@@ -317,26 +317,28 @@ class Written:
     pages_written: int
 
 
-def write_site(context, inputs: str | None = None) -> Written:
+def write_site(context, inputs: str | None = None, checked: bool = False) -> Written:
     """Collect every page of the build and write the site, unless it is up to date.
 
     Args:
         context: the build context (config, scan, plans, cache).
         inputs: the digest of everything the pages are made from
             (:func:`atlas.manifest.inputs_digest`); None: always write.
+        checked: the caller found the site up to date with ``inputs`` just now
+            (:func:`atlas.manifest.up_to_date`): its tree is not stamped again.
     """
-    from atlas import search
-    from atlas.pages import collect_pages
-
     config = context.config
     output = config.site.output
     clean_stale(output)
     cache = context.cache
     previous = manifest.read(cache, output) if cache is not None else None
-    if manifest.up_to_date(output, inputs, previous):
+    if (checked and previous is not None) or manifest.up_to_date(output, inputs, previous):
         log.info("the site %s is up to date: nothing written", output)
         pages = previous["pages"]
         return Written(output, len(pages), int(previous.get("bytes", 0)), 0)
+    from atlas import search
+    from atlas.pages import collect_pages  # markdown and the page views: not for a no-op
+
     assets = Assets()
     pages, site = collect_pages(context, assets)
     temp = prepare_temp(output)

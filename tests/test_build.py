@@ -148,14 +148,36 @@ def settled(project: Path) -> Path:
     return project.parent / "_site"
 
 
-def test_warm_build_writes_nothing_when_nothing_changed(tiny_site, project):
+def test_warm_build_writes_nothing_when_nothing_changed(tiny_site, project, monkeypatch):
     site = settled(project)
     before = stamps(site)
+
+    def no_projection(*args, **kwargs):
+        raise AssertionError("an up-to-date site needs no budget projection")
+
+    monkeypatch.setattr("atlas.plan_report.rows", no_projection)
     report = build(project, OPTIONS)
     assert nonzero(report.rendered) == {} and report.pages_written == 0
+    assert nonzero(report.reused) == COLD  # every job counted, as the full checks count
     assert report.pages == tiny_site[1].pages
     assert stamps(site) == before  # not one file rewritten, the ledger included
     assert without_ledger(files_of(site)) == without_ledger(tiny_site[2])
+
+
+def test_an_entry_gone_from_the_cache_is_rendered_again_though_the_site_is_current(project):
+    from atlas.cache import Cache
+    from atlas.config import load_config
+
+    site = settled(project)
+    before = files_of(site)
+    config = load_config(project)
+    cache = Cache(config.cache)
+    unit = next(key for key in sorted(cache.keys()) if (cache.path_of(key) / "unit.webp").is_file())
+    shutil.rmtree(cache.path_of(unit))
+    report = build(project, OPTIONS)
+    assert nonzero(report.rendered) == {"unit": 1}
+    assert Cache(config.cache).get(unit) is not None
+    assert without_ledger(files_of(site)) == without_ledger(before)  # the same picture
 
 
 def test_a_small_change_rewrites_only_the_pages_it_changes(tiny_site, project):

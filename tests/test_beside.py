@@ -175,3 +175,30 @@ def test_a_build_keeps_only_the_most_recent_models_loaded(monkeypatch) -> None:
     models.get(configs["b"])  # released: loaded again
     assert loaded == ["a", "b", "c", "b"]
     assert len(models._loaded) == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "preset", "expected"),
+    [
+        ("BuildOptions()", None, "half"),
+        ("BuildOptions(serial=True)", None, None),
+        ("BuildOptions(scheduler='tcp://127.0.0.1:1')", None, None),
+        ("BuildOptions()", "3", "3"),  # the user's own setting wins
+    ],
+)
+def test_two_streams_of_ops_share_the_cores(options, preset, expected) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys\nfrom atlas.build import BuildOptions, _share_cores\n"
+            f"_share_cores({options})\n"
+            "assert 'tensorflow' not in sys.modules\n"
+            "print(os.environ.get('TF_NUM_INTRAOP_THREADS'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"}
+    if preset is not None:
+        env["TF_NUM_INTRAOP_THREADS"] = preset
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60, check=True)
+    half = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert done.stdout.strip() == str({"half": half}.get(expected, expected))

@@ -174,7 +174,7 @@ def _build(args: argparse.Namespace) -> int:
                    else f"{report.pages:,} pages, up to date: nothing written")
         print(f"built {report.output} : {written}, {report.site_bytes / 1e6:.1f} MB, "
               f"{total:.1f} s (CPU {report.cpu_total:.0f} s), "
-              f"peak memory {report.peak_rss_bytes / 2**20:,.0f} MB")
+              f"peak memory {report.peak_rss_bytes / 2**20:,.0f} MiB")
     rendered = ", ".join(f"{k} {v}" for k, v in sorted(report.rendered.items())) or "nothing"
     reused = sum(report.reused.values())
     print(f"rendered: {rendered}; from the cache: {reused:,}")

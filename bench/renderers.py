@@ -267,8 +267,11 @@ def _classic_heatmap_loop(model: keras.Model, layers: list[str], images: np.ndar
 
 def _traced_per_layer(loaded, layers: list[str], keep: int) -> list[Callable]:
     """The strongest per-layer baseline: for each layer a traced function over a batch
-    (the layer's maps and statistics, and Grad-CAM for the top-1 and a second class, as
-    atlas computes them), each running the model from the input for its own layer."""
+    (the layer's maps and statistics, and Grad-CAM, Grad-CAM++ and LayerCAM for the
+    top-1 and a second class, as atlas computes them from the same gradients), each
+    running the model from the input for its own layer."""
+    from atlas.render.cams import gradient_cams
+
     functions = []
     for name in layers:
         model = loaded.graph.submodel(loaded.unit_tensors([name]), with_logits=True)
@@ -280,10 +283,7 @@ def _traced_per_layer(loaded, layers: list[str], keep: int) -> list[Callable]:
                 second = tf.where(second < 0, top1, second)
                 scores = [tf.reduce_sum(tf.gather(logits, c, batch_dims=1))
                           for c in (top1, second)]
-            cams = []
-            for score in scores:
-                weights = tf.reduce_mean(tape.gradient(score, feature), axis=(1, 2))
-                cams.append(tf.nn.relu(tf.einsum("nhwc,nc->nhw", feature, weights)))
+            cams = [gradient_cams(feature, tape.gradient(score, feature)) for score in scores]
             del tape
             return (feature[..., :keep], tf.reduce_max(feature, axis=(1, 2)),
                     tf.reduce_mean(feature, axis=(1, 2)), cams)
@@ -293,13 +293,16 @@ def _traced_per_layer(loaded, layers: list[str], keep: int) -> list[Callable]:
 
 
 def rows_activations_gradcam(quick: bool) -> list[Row]:
-    """2. Activations + Grad-CAM for all 28 conv layers of the embedded model, per image.
+    """2. Activations + the gradient CAMs for all 28 conv layers of the embedded model,
+    per image.
 
     Baseline: a traced function per layer over the same batches of 32 images (each runs
     the model forward to the logits and back to its layer, twice: top-1 and a second
-    class). atlas: one multi-output forward pass and one backward pass per class slot per
-    batch for every layer at once (MapRenderer; the numbers only: drawing the grids is the
-    same work in both and is not timed). Tracing is excluded from both.
+    class, and computes Grad-CAM, Grad-CAM++ and LayerCAM from the gradients). atlas: one
+    multi-output forward pass and one backward pass per class slot per batch for every
+    layer at once (MapRenderer without Score-CAM, whose masked forward passes are the same
+    work either way; the numbers only: drawing is the same work in both and is not
+    timed). Tracing is excluded from both.
     """
     from atlas.config import load_config
     from atlas.dataset import iter_batches, scan_dataset
@@ -337,7 +340,8 @@ def rows_activations_gradcam(quick: bool) -> list[Row]:
             renderer.run(batch)
         ours.append((time.perf_counter() - began) / images)
     return [Row(
-        f"Activations + Grad-CAM, {len(layers)} layers, per image ({images} images)",
+        f"Activations + Grad-CAM, Grad-CAM++, LayerCAM, {len(layers)} layers, per image "
+        f"({images} images)",
         f"{min(loop) * 1e3:.1f} ms/image (a traced pass per layer, batches of 32)",
         f"{min(ours) * 1e3:.1f} ms/image (one pass for all layers)",
         min(loop) / min(ours),

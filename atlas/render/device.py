@@ -23,8 +23,12 @@ from atlas._tensorflow import keras, tf
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "mixed_bfloat16")
-# Beyond 64 images the per-image step time stops falling on the 2-core CPU we measured.
-MAX_BATCH = 64
+# 32 images per unit batch on a CPU: the default model's three lucid renderers took
+# 139 ms of CPU per picture in batches of 32 and 147 ms in batches of 64 (alone, one
+# intra-op thread as in a build), and a batch of 32 holds ~170 MiB less. In whole cold
+# default builds: peak 1,843-1,861 MiB instead of 1,968-1,997, for 255-259 s instead of
+# 236-251 s (this machine's spread is ~10 s).
+MAX_BATCH = 32
 # A GPU gains from larger batches for longer; 256 bounds a batch's latency and tracing.
 GPU_MAX_BATCH = 256
 # Activations kept for the backward pass, their gradients and temporaries: ~3 copies.

@@ -332,7 +332,7 @@ def _current_site(context: BuildContext, options: BuildOptions) -> str | None:
     """
     from atlas import manifest
 
-    if options.force or options.shard is not None:
+    if options.force or options.prune or options.shard is not None:
         return None
     for model_plan in context.models:  # the exemplar jobs from the memoised image stats
         _exemplar_jobs(model_plan, context)

@@ -181,6 +181,23 @@ def test_an_entry_gone_from_the_cache_is_rendered_again_though_the_site_is_curre
     assert without_ledger(files_of(site)) == without_ledger(before)  # the same picture
 
 
+def test_prune_on_a_current_site_still_drops_what_the_site_does_not_use(project):
+    from dataclasses import replace
+
+    from atlas.cache import Cache, make_key
+    from atlas.config import load_config
+
+    settled(project)
+    cache = Cache(load_config(project).cache)
+    stray = make_key({"left": "by an older config"})
+    cache.put(stray, {"kind": "unit"}, {"unit.webp": b"old"})
+    assert build(project, OPTIONS).pages_written == 0  # current: nothing dropped
+    assert Cache(cache.root).get(stray) is not None
+    report = build(project, replace(OPTIONS, prune=True))
+    assert nonzero(report.rendered) == {}
+    assert Cache(cache.root).get(stray) is None
+
+
 def test_a_small_change_rewrites_only_the_pages_it_changes(tiny_site, project):
     site = settled(project)
     before = stamps(site)

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+
+# The Ctrl-C tests send SIGINT to atlas processes. A suite started as a background job of a
+# non-interactive shell inherits SIGINT ignored, and its children would too, so those tests
+# would fail for the runner's sake: restore Python's handler here (an exec'd child gets
+# the default action back, and Python's own handler with it).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

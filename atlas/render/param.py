@@ -141,7 +141,9 @@ def _compiled(size: int, fft: bool, decorrelate: bool):
     if key not in _COMPILED:
         _COMPILED[key] = tf.function(
             lambda variables: _to_pixels(variables, size, True, decorrelate),
-            jit_compile=True, reduce_retracing=True, autograph=False,
+            jit_compile=True,
+            reduce_retracing=True,
+            autograph=False,
         )
     return _COMPILED[key]
 

@@ -602,13 +602,7 @@ def _render_grids(model_plan: ModelPlan, context: BuildContext, options: BuildOp
 
 
 def _referenced_keys(context: BuildContext) -> set[str]:
-    keys = {plan.photo_job(image).key for image in context.scan.images}
-    for model_plan in context.models:
-        keys.add(plan.facts_job(model_plan.config, model_plan.identity).key)
-        keys.update(job.key for job in model_plan.predict + model_plan.images)
-        keys.update(job.key for jobs in model_plan.units.values() for job in jobs)
-        keys.update(job.key for jobs in model_plan.views.values() for job in jobs)
-        keys.update(job.key for job in model_plan.grids.values())
-        keys.update(job.key for job in model_plan.exemplars.values())
-        keys.update(job.key for job in model_plan.scores)
+    """Every cache key the build uses: its planned jobs' and the models' facts."""
+    keys = {job.key for job in _planned_jobs(context)}
+    keys.update(plan.facts_job(m.config, m.identity).key for m in context.models)
     return keys

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from atlas.trimaps import STEPS, find_trimaps, trimap_folder  # noqa: F401 (re-exported)
+from atlas.trimaps import STEPS
 
 log = logging.getLogger(__name__)
 

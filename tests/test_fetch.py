@@ -18,7 +18,7 @@ from PIL import Image
 
 from atlas.errors import AtlasError
 from atlas.fetch import ArchiveInfo, fetch_dataset
-from atlas.scores import find_trimaps
+from atlas.trimaps import find_trimaps
 
 ARCHIVES = ("images.tar.gz", "annotations.tar.gz")
 TIMEOUT = 5

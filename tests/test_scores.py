@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atlas import plan, scores
+from atlas import plan, scores, trimaps
 from atlas.dataset import DatasetImage
 
 PET, BACK, EDGE = scores.PET, scores.BACKGROUND, scores.BORDER
@@ -84,9 +84,9 @@ def test_find_trimaps_beside_the_list(tmp_path):
     folder.mkdir(parents=True)
     (folder / "pug_1.png").write_bytes(b"x")
     (folder / "._pug_2.png").write_bytes(b"x")  # the archive's macOS companions: not a trimap
-    found = scores.find_trimaps(tmp_path / "annotations" / "list.txt", ["pug_1", "pug_2"])
+    found = trimaps.find_trimaps(tmp_path / "annotations" / "list.txt", ["pug_1", "pug_2"])
     assert found == {"pug_1": folder / "pug_1.png"}
-    assert scores.find_trimaps(None, ["pug_1"]) == {}
+    assert trimaps.find_trimaps(None, ["pug_1"]) == {}
 
 
 @pytest.mark.slow

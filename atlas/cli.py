@@ -28,28 +28,56 @@ log = logging.getLogger("atlas")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="atlas", description="Build a browsable atlas of what convolutional networks see.")
+        prog="atlas", description="Build a browsable atlas of what convolutional networks see."
+    )
     parser.add_argument("--version", action="version", version=f"atlas {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_build(commands)
+    _add_site_commands(commands)
+    _add_project_commands(commands)
+    return parser
 
+
+def _add_build(commands) -> None:
     build = commands.add_parser("build", help="render assets and write the site")
-    build.add_argument("-c", "--config", default="site_config.yaml", type=Path,
-                       help="the site config file (default: site_config.yaml)")
+    build.add_argument(
+        "-c",
+        "--config",
+        default="site_config.yaml",
+        type=Path,
+        help="the site config file (default: site_config.yaml)",
+    )
     build.add_argument("--force", action="store_true", help="ignore the cache: render all")
-    build.add_argument("--prune", action="store_true",
-                       help="afterwards, drop cache entries this site does not use")
+    build.add_argument(
+        "--prune", action="store_true", help="afterwards, drop cache entries this site does not use"
+    )
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
-    build.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                       help="wait this long for another build holding the cache")
+    build.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another build holding the cache",
+    )
     build.add_argument("--max-steps", type=int, default=None, help=argparse.SUPPRESS)
     build.add_argument("--serial", action="store_true", help=argparse.SUPPRESS)  # benchmarks
-    build.add_argument("--shard", default=None, metavar="I/N",
-                       help="render shard I of N of the missing assets into the cache and "
-                       "write no site (then a plain build assembles it)")
-    build.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
-                       help="render on the workers of this Dask scheduler (extra: dask)")
+    build.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="render shard I of N of the missing assets into the cache and "
+        "write no site (then a plain build assembles it)",
+    )
+    build.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="render on the workers of this Dask scheduler (extra: dask)",
+    )
 
+
+def _add_site_commands(commands) -> None:
     plan = commands.add_parser("plan", help="what a build would render, its cost and size")
     plan.add_argument("-c", "--config", default="site_config.yaml", type=Path)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
@@ -63,23 +91,38 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-c", "--config", default="site_config.yaml", type=Path)
     serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument("--bind", default="127.0.0.1", help="address (default 127.0.0.1)")
-    serve.add_argument("--watch", action="store_true",
-                       help="build first, then rebuild when the config, notes or templates "
-                       "change, and reload open pages")
+    serve.add_argument(
+        "--watch",
+        action="store_true",
+        help="build first, then rebuild when the config, notes or templates "
+        "change, and reload open pages",
+    )
 
+
+def _add_project_commands(commands) -> None:
     new = commands.add_parser("new", help="start a new atlas project in a folder")
     new.add_argument("folder", type=Path, help="the project folder (created if missing)")
-    new.add_argument("--copy-data", action="store_true",
-                     help="copy the default data (12 MB) instead of using atlas's own copy")
-    new.add_argument("--force", action="store_true",
-                     help="add the files to a folder that is not empty (never overwrites)")
+    new.add_argument(
+        "--copy-data",
+        action="store_true",
+        help="copy the default data (12 MB) instead of using atlas's own copy",
+    )
+    new.add_argument(
+        "--force",
+        action="store_true",
+        help="add the files to a folder that is not empty (never overwrites)",
+    )
 
     fetch = commands.add_parser("fetch-data", help="download the full Oxford-IIIT Pet dataset")
-    fetch.add_argument("-c", "--config", default=None, type=Path,
-                       help="take the folder from dataset.fetch_to of this config")
+    fetch.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        type=Path,
+        help="take the folder from dataset.fetch_to of this config",
+    )
     fetch.add_argument("--to", type=Path, default=None, help="the folder to download into")
     fetch.add_argument("--no-progress", action="store_true")
-    return parser
 
 
 def _port(text: str) -> int:
@@ -99,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0) and EXIT_USAGE
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(levelname)s: %(message)s" if args.debug else "%(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s: %(message)s" if args.debug else "%(message)s",
+    )
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -111,10 +156,16 @@ def main(argv: list[str] | None = None) -> int:
             print("\ninterrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
         kept = getattr(interrupt, "kept", None)
-        what = f"the {kept:,} assets rendered before it are" if kept is not None else (
-            "every finished asset is")
-        print(f"\ninterrupted: {what} kept in the cache; run the same command again to "
-              "resume (the previous site is untouched)", file=sys.stderr)
+        what = (
+            f"the {kept:,} assets rendered before it are"
+            if kept is not None
+            else ("every finished asset is")
+        )
+        print(
+            f"\ninterrupted: {what} kept in the cache; run the same command again to "
+            "resume (the previous site is untouched)",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except AtlasError as error:
         if args.debug:
@@ -125,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         if error.errno == errno.ENOSPC:
-            print(f"error: the disk is full ({error.filename or ''}); the previous site "
-                  "is untouched", file=sys.stderr)
+            print(
+                f"error: the disk is full ({error.filename or ''}); the previous site is untouched",
+                file=sys.stderr,
+            )
         else:
             print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return EXIT_BUILD_FAILED
@@ -157,24 +210,37 @@ def _template_problem(error: Exception) -> str | None:
 
 def _build(args: argparse.Namespace) -> int:
     from atlas.build import BuildOptions, build
-    from atlas.distribute import parse_shard
+    from atlas.execute.shards import parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None
-    options = BuildOptions(force=args.force, prune=args.prune, progress=not args.no_progress,
-                           wait=args.wait, max_steps=args.max_steps, shard=shard,
-                           scheduler=args.scheduler, serial=args.serial)
+    options = BuildOptions(
+        force=args.force,
+        prune=args.prune,
+        progress=not args.no_progress,
+        wait=args.wait,
+        max_steps=args.max_steps,
+        shard=shard,
+        scheduler=args.scheduler,
+        serial=args.serial,
+    )
     report = build(args.config, options)
     total = report.wall_seconds or sum(report.seconds.values())
     if report.output is None:
-        print(f"shard {args.shard} done in {total:.1f} s: no site written (a plain "
-              "`atlas build` assembles it)")
+        print(
+            f"shard {args.shard} done in {total:.1f} s: no site written (a plain "
+            "`atlas build` assembles it)"
+        )
     else:
-        written = (f"{report.pages_written:,} of {report.pages:,} pages written"
-                   if report.pages_written
-                   else f"{report.pages:,} pages, up to date: nothing written")
-        print(f"built {report.output} : {written}, {report.site_bytes / 1e6:.1f} MB, "
-              f"{total:.1f} s (CPU {report.cpu_total:.0f} s), "
-              f"peak memory {report.peak_rss_bytes / 2**20:,.0f} MiB")
+        written = (
+            f"{report.pages_written:,} of {report.pages:,} pages written"
+            if report.pages_written
+            else f"{report.pages:,} pages, up to date: nothing written"
+        )
+        print(
+            f"built {report.output} : {written}, {report.site_bytes / 1e6:.1f} MB, "
+            f"{total:.1f} s (CPU {report.cpu_total:.0f} s), "
+            f"peak memory {report.peak_rss_bytes / 2**20:,.0f} MiB"
+        )
     rendered = ", ".join(f"{k} {v}" for k, v in sorted(report.rendered.items())) or "nothing"
     reused = sum(report.reused.values())
     print(f"rendered: {rendered}; from the cache: {reused:,}")
@@ -196,15 +262,15 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from atlas.plan_report import run_plan
+    from atlas.prepare import run_plan
 
     print(run_plan(args.config, as_json=args.json))
     return EXIT_OK
 
 
 def _clean(args: argparse.Namespace) -> int:
-    from atlas import folders
-    from atlas.config import load_config
+    from atlas.config.load import load_config
+    from atlas.project import folders
 
     config = load_config(args.config)  # refuses folders atlas did not make (exit 2)
     both = not args.site and not args.cache
@@ -219,16 +285,18 @@ def _clean(args: argparse.Namespace) -> int:
     elif (args.cache or both) and config.cache.exists():
         kept = folders.clean_cache(config.cache)
         if kept:
-            print(f"removed atlas's entries from {config.cache}; kept {len(kept)} file(s) "
-                  f"atlas did not write, e.g. {kept[0].name}")
+            print(
+                f"removed atlas's entries from {config.cache}; kept {len(kept)} file(s) "
+                f"atlas did not write, e.g. {kept[0].name}"
+            )
         else:
             print(f"removed {config.cache}")
     return EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from atlas.config import load_config
-    from atlas.serve import serve
+    from atlas.config.load import load_config
+    from atlas.site.serve import serve
 
     config = load_config(args.config)
     if args.watch:
@@ -242,34 +310,43 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _new(args: argparse.Namespace) -> int:
-    from atlas.scaffold import new_project
+    from atlas.project.new import new_project
 
     made = new_project(args.folder, copy_data=args.copy_data, force=args.force)
     for path in made.kept:
         print(f"kept {path} (it exists)")
-    print(f"created {made.folder} ({len(made.written)} files); next: cd {made.folder} && "
-          "atlas build")
+    print(
+        f"created {made.folder} ({len(made.written)} files); next: cd {made.folder} && atlas build"
+    )
     return EXIT_OK
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from atlas.fetch import fetch_dataset
+    from atlas.data.fetch import fetch_dataset
 
     target = args.to
     if target is None and args.config is not None:
-        from atlas.config import fetch_folder
+        from atlas.config.load import fetch_folder
 
         target = fetch_folder(args.config)
     if target is None:
         target = Path("oxford-pets-full")
     path = fetch_dataset(Path(target), progress=not args.no_progress)
-    print(f"dataset ready in {path}: set dataset.images to {path / 'images'} and "
-          f"dataset.annotations to {path / 'annotations' / 'list.txt'}")
+    print(
+        f"dataset ready in {path}: set dataset.images to {path / 'images'} and "
+        f"dataset.annotations to {path / 'annotations' / 'list.txt'}"
+    )
     return EXIT_OK
 
 
-_COMMANDS = {"build": _build, "plan": _plan, "clean": _clean, "serve": _serve,
-             "fetch-data": _fetch, "new": _new}
+_COMMANDS = {
+    "build": _build,
+    "plan": _plan,
+    "clean": _clean,
+    "serve": _serve,
+    "fetch-data": _fetch,
+    "new": _new,
+}
 
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -37,8 +37,10 @@ class ConfigError(AtlasError):
             text = f"{where}{key}: {message}" if key else f"{where}{message}"
         else:
             lines = [f"{where}{len(self.problems)} problems:"]
-            lines += [f"  - {key}: {message}" if key else f"  - {message}"
-                      for key, message in self.problems]
+            lines += [
+                f"  - {key}: {message}" if key else f"  - {message}"
+                for key, message in self.problems
+            ]
             text = "\n".join(lines)
         super().__init__(text)
 

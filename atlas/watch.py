@@ -1,5 +1,5 @@
 """``atlas serve --watch``: build, serve, and rebuild when the config, notes or templates
-change; open pages reload themselves (the script :class:`atlas.serve.Reloader` injects).
+change; open pages reload themselves (the script :class:`atlas.site.serve.Reloader` injects).
 
 The files are polled (no dependency, works on every file system): the config file, the
 notes files it names, the ``site.templates`` folder and atlas's own templates. A rebuild
@@ -14,11 +14,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from atlas import resources
 from atlas.build import BuildOptions, BuildReport, build
-from atlas.config import load_config
+from atlas.config.load import load_config
 from atlas.errors import AtlasError
-from atlas.serve import Reloader, make_server
+from atlas.project import resources
+from atlas.site.serve import Reloader, make_server
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,14 @@ class LiveSite:
         interval: seconds between polls.
     """
 
-    def __init__(self, config_path: Path, bind: str = "127.0.0.1", port: int = 8000,
-                 options: BuildOptions | None = None, interval: float = 0.5):
+    def __init__(
+        self,
+        config_path: Path,
+        bind: str = "127.0.0.1",
+        port: int = 8000,
+        options: BuildOptions | None = None,
+        interval: float = 0.5,
+    ):
         self.config_path = Path(config_path)
         self.options = options = options or BuildOptions()
         self.reloader = Reloader()
@@ -110,16 +116,23 @@ class LiveSite:
         """Build again; on success pages reload, on failure one line and the old site."""
         log.info("change detected: rebuilding")
         try:
-            report = build(self.config_path, BuildOptions(
-                progress=False, max_steps=self.options.max_steps, wait=30.0))
+            report = build(
+                self.config_path,
+                BuildOptions(progress=False, max_steps=self.options.max_steps, wait=30.0),
+            )
         except AtlasError as error:
-            log.error("rebuild failed (the previous site is still served): %s",
-                      str(error).replace("\n", " "))
+            log.error(
+                "rebuild failed (the previous site is still served): %s",
+                str(error).replace("\n", " "),
+            )
             return None
         except Exception as error:  # e.g. a template error: keep watching, say it in a line
             log.debug("rebuild failed", exc_info=True)
-            log.error("rebuild failed (the previous site is still served): %s: %s",
-                      type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+            log.error(
+                "rebuild failed (the previous site is still served): %s: %s",
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
             return None
         self.rebuilds += 1
         log.info("rebuilt: %d pages; reloading open pages", report.pages)
@@ -128,8 +141,9 @@ class LiveSite:
 
     def start(self) -> None:
         """Serve and watch in background threads."""
-        self._serving = threading.Thread(target=self.server.serve_forever, name="atlas-serve",
-                                         daemon=True)
+        self._serving = threading.Thread(
+            target=self.server.serve_forever, name="atlas-serve", daemon=True
+        )
         self._serving.start()
         self.watcher.start()
 
@@ -137,8 +151,10 @@ class LiveSite:
         """Watch in the background and serve until Ctrl-C."""
         try:  # Ctrl-C may come as soon as the address is printed
             self.watcher.start()
-            print(f"serving {self.url} and rebuilding on changes to the config, notes and "
-                  "templates (Ctrl-C stops)")
+            print(
+                f"serving {self.url} and rebuilding on changes to the config, notes and "
+                "templates (Ctrl-C stops)"
+            )
             self.server.serve_forever()
         except KeyboardInterrupt:
             print("\nstopped")

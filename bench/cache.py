@@ -51,8 +51,9 @@ def _config(folder: Path, units_per_layer: int | None) -> Path:
 def _build(config: Path) -> tuple[float, dict]:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     began = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _CHILD, str(config)], capture_output=True,
-                          text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(config)], capture_output=True, text=True, env=env
+    )
     if done.returncode != 0:
         raise SystemExit(f"build failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - began, json.loads(done.stdout.strip().splitlines()[-1])
@@ -67,24 +68,36 @@ def main() -> None:
         cold_wall, cold = _build(config)
         warm_wall, warm = _build(config)
     units = f"{args.units_per_layer} units per layer" if args.units_per_layer else "every unit"
-    print(f"default site ({units}): {warm['pages']:,} pages, {warm['bytes'] / 1e6:.1f} MB, "
-          f"{os.cpu_count()} cores\n")
+    print(
+        f"default site ({units}): {warm['pages']:,} pages, {warm['bytes'] / 1e6:.1f} MB, "
+        f"{os.cpu_count()} cores\n"
+    )
     print("| measure | cold build | no-op rebuild | ratio | target | ok |")
     print("| --- | --- | --- | --- | --- | --- |")
     ok = warm_wall <= TARGET_NOOP_SECONDS
-    print(f"| whole process, wall (s) | {cold_wall:.1f} | {warm_wall:.2f} | "
-          f"{cold_wall / warm_wall:.0f}x | no-op <= {TARGET_NOOP_SECONDS:.0f} s | "
-          f"{'yes' if ok else 'NO'} |")
-    print(f"| pages written | {cold['written']:,} | {warm['written']:,} | | 0 | "
-          f"{'yes' if not warm['written'] else 'NO'} |")
+    print(
+        f"| whole process, wall (s) | {cold_wall:.1f} | {warm_wall:.2f} | "
+        f"{cold_wall / warm_wall:.0f}x | no-op <= {TARGET_NOOP_SECONDS:.0f} s | "
+        f"{'yes' if ok else 'NO'} |"
+    )
+    print(
+        f"| pages written | {cold['written']:,} | {warm['written']:,} | | 0 | "
+        f"{'yes' if not warm['written'] else 'NO'} |"
+    )
     peak = cold["peak"] / 2**20
-    print(f"| peak memory (MB) | {peak:,.0f} | {warm['peak'] / 2**20:,.0f} | | "
-          f"cold <= {TARGET_PEAK_MB:,} | {'yes' if peak <= TARGET_PEAK_MB else 'NO'} |")
-    print(f"| assets rendered | {sum(cold['rendered'].values()):,} | "
-          f"{sum(warm['rendered'].values())} | | 0 | "
-          f"{'yes' if not warm['rendered'] else 'NO'} |")
-    print(f"| TensorFlow imported | {cold['tensorflow']} | {warm['tensorflow']} | | no | "
-          f"{'yes' if not warm['tensorflow'] else 'NO'} |")
+    print(
+        f"| peak memory (MB) | {peak:,.0f} | {warm['peak'] / 2**20:,.0f} | | "
+        f"cold <= {TARGET_PEAK_MB:,} | {'yes' if peak <= TARGET_PEAK_MB else 'NO'} |"
+    )
+    print(
+        f"| assets rendered | {sum(cold['rendered'].values()):,} | "
+        f"{sum(warm['rendered'].values())} | | 0 | "
+        f"{'yes' if not warm['rendered'] else 'NO'} |"
+    )
+    print(
+        f"| TensorFlow imported | {cold['tensorflow']} | {warm['tensorflow']} | | no | "
+        f"{'yes' if not warm['tensorflow'] else 'NO'} |"
+    )
     print("\ncold build, seconds per stage:\n")
     print("| stage | seconds |")
     print("| --- | --- |")

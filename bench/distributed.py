@@ -34,7 +34,7 @@ TARGET = 0.9
 _CHILD = """
 import json, sys
 from atlas.build import BuildOptions, build
-import atlas.dask_executor as de
+import atlas.execute.dask as de
 stats = {"tasks": 0, "task_seconds": 0.0}
 call = de.DaskExecutor.__call__
 def counted(self, tasks):
@@ -164,8 +164,10 @@ def main() -> None:
     # A local build renders its unit pictures beside the other stages, so its render
     # stages overlap: what is not rendering is the stages outside them.
     # (and the process's start, imports included, is outside every stage)
-    serial = local_wall - local["wall"] + sum(
-        v for k, v in local["seconds"].items() if not k.startswith(("render", "waiting"))
+    serial = (
+        local_wall
+        - local["wall"]
+        + sum(v for k, v in local["seconds"].items() if not k.startswith(("render", "waiting")))
     )
     local_render = local_wall - serial
     two = serial + local_render / 2 + dask["tasks"] * max(per_task, 0.0) / 2

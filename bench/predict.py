@@ -23,25 +23,26 @@ TARGET_RATE, TARGET_SPEEDUP, TARGET_MEMORY_MB = 250.0, 5.0, 2048.0
 
 
 def _images(count: int):
-    from atlas.dataset import scan_dataset
+    from atlas.data.scan import scan_dataset
 
-    scan = scan_dataset(ROOT / "data/oxford-pets/images",
-                        ROOT / "data/oxford-pets/annotations/list.txt")
+    scan = scan_dataset(
+        ROOT / "data/oxford-pets/images", ROOT / "data/oxford-pets/annotations/list.txt"
+    )
     base = list(scan.images)
     return [base[i % len(base)] for i in range(count)]
 
 
 def _load():
-    from atlas.config import load_config
-    from atlas.models import load_model
+    from atlas.config.load import load_config
+    from atlas.render.load import load_model
 
     return load_model(load_config(ROOT / "site_config.yaml").models[0])
 
 
 def run_atlas(count: int) -> dict:
     """The build's own path: iter_batches (parallel decoding) + run_predictions + cache."""
-    from atlas.cache import Cache
-    from atlas.plan import Job
+    from atlas.cache.store import Cache
+    from atlas.plan.jobs import Job
     from atlas.render.run import run_predictions
 
     loaded = _load()
@@ -66,7 +67,7 @@ def run_loop(count: int) -> dict:
     """The classic script: load one image, call model.predict on a batch of one."""
     import numpy as np
 
-    from atlas.images import load_array
+    from atlas.data.images import load_array
 
     loaded = _load()
     images = _images(count)
@@ -89,8 +90,13 @@ def _child(variant: str, count: int) -> None:
 
 def _measure(variant: str, count: int) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done = subprocess.run([sys.executable, __file__, "--child", variant, str(count)],
-                          capture_output=True, text=True, env=env, check=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", variant, str(count)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -108,16 +114,27 @@ def main() -> None:
     atlas_rate = atlas["images"] / atlas["seconds"]
     loop_rate = loop["images"] / loop["seconds"]
     rows = [
-        ("images/s, atlas (streamed batches of 64)", f"{loop_rate:.0f} (loop)",
-         f"{atlas_rate:.0f}", f"{atlas_rate / loop_rate:.1f}x",
-         f">= {TARGET_RATE:.0f}/s and >= {TARGET_SPEEDUP:.0f}x",
-         atlas_rate >= TARGET_RATE and atlas_rate / loop_rate >= TARGET_SPEEDUP),
-        ("peak memory (MB, whole process with TF)", f"{loop['peak_mb']:.0f}",
-         f"{atlas['peak_mb']:.0f}", "", f"< {TARGET_MEMORY_MB:.0f}",
-         atlas["peak_mb"] < TARGET_MEMORY_MB),
+        (
+            "images/s, atlas (streamed batches of 64)",
+            f"{loop_rate:.0f} (loop)",
+            f"{atlas_rate:.0f}",
+            f"{atlas_rate / loop_rate:.1f}x",
+            f">= {TARGET_RATE:.0f}/s and >= {TARGET_SPEEDUP:.0f}x",
+            atlas_rate >= TARGET_RATE and atlas_rate / loop_rate >= TARGET_SPEEDUP,
+        ),
+        (
+            "peak memory (MB, whole process with TF)",
+            f"{loop['peak_mb']:.0f}",
+            f"{atlas['peak_mb']:.0f}",
+            "",
+            f"< {TARGET_MEMORY_MB:.0f}",
+            atlas["peak_mb"] < TARGET_MEMORY_MB,
+        ),
     ]
-    print(f"embedded MobileNet, {atlas['images']} images (atlas) / {loop['images']} "
-          f"(one predict() per image), {os.cpu_count()} cores\n")
+    print(
+        f"embedded MobileNet, {atlas['images']} images (atlas) / {loop['images']} "
+        f"(one predict() per image), {os.cpu_count()} cores\n"
+    )
     print("| comparison | baseline | atlas | ratio | target | ok |")
     print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:

@@ -130,14 +130,16 @@ def atlas_batched(
 def _embedded():
     """The default site's MobileNet as a build loads it (units read where the build reads
     them), its conv layers' forward FLOPs from the input, and the 3x3 conv peak."""
-    from atlas import estimate
-    from atlas.config import load_config
-    from atlas.models import load_model
+    from atlas.config.load import load_config
+    from atlas.plan import estimate
+    from atlas.render.load import load_model
 
     root = Path(__file__).resolve().parents[1]
     loaded = load_model(load_config(root / "site_config.yaml").models[0])
-    facts = {"input_size": list(loaded.input_size),
-             "layers": [layer.to_dict() for layer in loaded.graph.layers]}
+    facts = {
+        "input_size": list(loaded.input_size),
+        "layers": [layer.to_dict() for layer in loaded.graph.layers],
+    }
     return loaded, estimate.prefix_flops(facts)
 
 
@@ -148,12 +150,13 @@ def _area_scale(params, input_side: int) -> float:
     return float(np.mean([(size / input_side) ** 2 for size in sizes]))
 
 
-def _atlas_units(loaded, prefix: dict, layers: list[str], units: int, params
-                 ) -> tuple[float, float]:
+def _atlas_units(
+    loaded, prefix: dict, layers: list[str], units: int, params
+) -> tuple[float, float]:
     """atlas as a build runs it: the layers split into runs by ``unit_groups``, one renderer
     (one trace) per run, batches mixing the run's layers. Returns (seconds per unit, GFLOP
     of the network passes: forward + input gradient, 3x the forward FLOPs, per step)."""
-    from atlas import estimate
+    from atlas.plan import estimate
     from atlas.render.run import unit_groups
 
     steps = estimate.unit_steps(params)
@@ -162,14 +165,22 @@ def _atlas_units(loaded, prefix: dict, layers: list[str], units: int, params
     began, gflop = time.perf_counter(), 0.0
     for run in runs:
         names = [layers[i] for i in run]
-        renderer = UnitRenderer(loaded.features_model(names), params, loaded.preprocess,
-                                eval_size=loaded.input_size[0])
+        renderer = UnitRenderer(
+            loaded.features_model(names), params, loaded.preprocess, eval_size=loaded.input_size[0]
+        )
         pairs = [(k, u) for k, i in enumerate(run) for u in range(counts[i])]
-        for _ in renderer.render([u for _, u in pairs], [u for _, u in pairs],
-                                 [k for k, _ in pairs]):
+        for _ in renderer.render(
+            [u for _, u in pairs], [u for _, u in pairs], [k for k, _ in pairs]
+        ):
             pass
-        gflop += len(pairs) * 3 * steps * prefix[names[-1]] / 1e9 * _area_scale(
-            params, loaded.input_size[0])
+        gflop += (
+            len(pairs)
+            * 3
+            * steps
+            * prefix[names[-1]]
+            / 1e9
+            * _area_scale(params, loaded.input_size[0])
+        )
     return (time.perf_counter() - began) / sum(counts), gflop
 
 
@@ -180,8 +191,9 @@ def _lucid_one_at_a_time(loaded, layer: str, units: list[int], params) -> tuple[
     Returns:
         seconds for the first unit (tracing included) and for each later unit (mean).
     """
-    renderer = UnitRenderer(loaded.feature_model(layer), params, loaded.preprocess,
-                            eval_size=loaded.input_size[0])
+    renderer = UnitRenderer(
+        loaded.feature_model(layer), params, loaded.preprocess, eval_size=loaded.input_size[0]
+    )
     seconds = []
     for unit in units:
         began = time.perf_counter()
@@ -199,7 +211,7 @@ def rows_per_unit(quick: bool) -> list[Row]:
     atlas renders, as in a real build. The keras.io loop (traced again for every unit) is
     shown for information.
     """
-    from atlas.render.settings import resolve_params
+    from atlas.config.methods import resolve_params
 
     loaded, prefix = _embedded()
     preprocess = loaded.preprocess
@@ -215,8 +227,9 @@ def rows_per_unit(quick: bool) -> list[Row]:
             count = min(atlas_units, feature_model.output_shape[-1])
             sample = list(range(loop_units))
             if method == "classic":
-                first, later = one_at_a_time(feature_model, sample, params, preprocess,
-                                             retrace_per_unit=True)
+                first, later = one_at_a_time(
+                    feature_model, sample, params, preprocess, retrace_per_unit=True
+                )
                 keras_io += (first + later * (len(sample) - 1)) / len(sample)
                 first, later = one_at_a_time(feature_model, sample, params, preprocess)
             else:
@@ -226,31 +239,52 @@ def rows_per_unit(quick: bool) -> list[Row]:
         once_ms, ours_ms = traced_once / len(layers) * 1e3, ours * 1e3
         steps = getattr(params, "total_steps", None) or params.steps
         name = f"MobileNet per unit, {method} {steps} steps, {', '.join(layers)}"
-        rows.append(Row(name, f"{once_ms:.0f} ms/unit (one at a time, traced once per layer)",
-                        f"{ours_ms:.0f} ms/unit (batched, one trace per run of layers)",
-                        once_ms / ours_ms, 3.0))
+        rows.append(
+            Row(
+                name,
+                f"{once_ms:.0f} ms/unit (one at a time, traced once per layer)",
+                f"{ours_ms:.0f} ms/unit (batched, one trace per run of layers)",
+                once_ms / ours_ms,
+                3.0,
+            )
+        )
         if method == "classic":
             classic_ms = keras_io / len(layers) * 1e3
-            rows.append(Row(name + " (info: the keras.io loop, traced per unit)",
-                            f"{classic_ms:.0f} ms/unit (batch 1, traced per unit)",
-                            f"{ours_ms:.0f} ms/unit (batched)", classic_ms / ours_ms, 0.0))
-        achieved = gflop / (ours * sum(min(atlas_units, loaded.features_model([n])
-                                           .output_shape[-1]) for n in layers))
-        rows.append(Row(f"MobileNet {method}: achieved network GFLOP/s vs measured 3x3 conv "
-                        "peak (info)", f"peak {peak:.0f} GFLOP/s",
-                        f"{achieved:.1f} GFLOP/s (3x forward FLOPs per step)", achieved / peak,
-                        0.0))
+            rows.append(
+                Row(
+                    name + " (info: the keras.io loop, traced per unit)",
+                    f"{classic_ms:.0f} ms/unit (batch 1, traced per unit)",
+                    f"{ours_ms:.0f} ms/unit (batched)",
+                    classic_ms / ours_ms,
+                    0.0,
+                )
+            )
+        achieved = gflop / (
+            ours
+            * sum(min(atlas_units, loaded.features_model([n]).output_shape[-1]) for n in layers)
+        )
+        rows.append(
+            Row(
+                f"MobileNet {method}: achieved network GFLOP/s vs measured 3x3 conv peak (info)",
+                f"peak {peak:.0f} GFLOP/s",
+                f"{achieved:.1f} GFLOP/s (3x forward FLOPs per step)",
+                achieved / peak,
+                0.0,
+            )
+        )
     return rows
 
 
-def _classic_heatmap_loop(model: keras.Model, layers: list[str], images: np.ndarray,
-                          preprocess: Callable) -> float:
+def _classic_heatmap_loop(
+    model: keras.Model, layers: list[str], images: np.ndarray, preprocess: Callable
+) -> float:
     """The classic scripts: per layer, its own activation model and Grad-CAM model, and
     per image one forward pass for the feature maps plus one forward/backward pass for
     the heat map. Returns seconds per image."""
     activation_models = [keras.Model(model.input, model.get_layer(n).output) for n in layers]
-    gradcam_models = [keras.Model(model.input, [model.get_layer(n).output, model.output])
-                      for n in layers]
+    gradcam_models = [
+        keras.Model(model.input, [model.get_layer(n).output, model.output]) for n in layers
+    ]
     began = time.perf_counter()
     for image in images:
         x = preprocess(tf.constant(image[None], tf.float32))
@@ -281,12 +315,15 @@ def _traced_per_layer(loaded, layers: list[str], keep: int) -> list[Callable]:
                 feature, logits = model(loaded.preprocess(images), training=False)
                 top1 = tf.argmax(logits, axis=-1, output_type=tf.int32)
                 second = tf.where(second < 0, top1, second)
-                scores = [tf.reduce_sum(tf.gather(logits, c, batch_dims=1))
-                          for c in (top1, second)]
+                scores = [tf.reduce_sum(tf.gather(logits, c, batch_dims=1)) for c in (top1, second)]
             cams = [gradient_cams(feature, tape.gradient(score, feature)) for score in scores]
             del tape
-            return (feature[..., :keep], tf.reduce_max(feature, axis=(1, 2)),
-                    tf.reduce_mean(feature, axis=(1, 2)), cams)
+            return (
+                feature[..., :keep],
+                tf.reduce_max(feature, axis=(1, 2)),
+                tf.reduce_mean(feature, axis=(1, 2)),
+                cams,
+            )
 
         functions.append(tf.function(one_layer, reduce_retracing=True))
     return functions
@@ -304,19 +341,22 @@ def rows_activations_gradcam(quick: bool) -> list[Row]:
     work either way; the numbers only: drawing is the same work in both and is not
     timed). Tracing is excluded from both.
     """
-    from atlas.config import load_config
-    from atlas.dataset import iter_batches, scan_dataset
-    from atlas.models import load_model
+    from atlas.config.load import load_config
+    from atlas.data.batches import iter_batches
+    from atlas.data.scan import scan_dataset
+    from atlas.render.load import load_model
     from atlas.render.maps import MapRenderer
 
     root = Path(__file__).resolve().parents[1]
     loaded = load_model(load_config(root / "site_config.yaml").models[0])
     layers = [layer.name for layer in loaded.conv_layers()]
-    scan = scan_dataset(root / "data/oxford-pets/images",
-                        root / "data/oxford-pets/annotations/list.txt")
+    scan = scan_dataset(
+        root / "data/oxford-pets/images", root / "data/oxford-pets/annotations/list.txt"
+    )
     count = 32 if quick else 111
-    batches = [batch for _, batch in
-               iter_batches(scan.images[:count], loaded.input_size, batch_size=32)]
+    batches = [
+        batch for _, batch in iter_batches(scan.images[:count], loaded.input_size, batch_size=32)
+    ]
     images = sum(len(batch) for batch in batches)
     second = [tf.constant(np.full(len(batch), -1, np.int32)) for batch in batches]
     inputs = [tf.constant(batch, tf.float32) for batch in batches]
@@ -324,8 +364,9 @@ def rows_activations_gradcam(quick: bool) -> list[Row]:
     for function in functions:  # trace (full batch and the short last one)
         for x, s in {len(x): (x, s) for x, s in zip(inputs, second, strict=True)}.values():
             function(x, s)
-    renderer = MapRenderer(loaded.graph.submodel(loaded.unit_tensors(layers), with_logits=True),
-                           loaded.preprocess, 64)
+    renderer = MapRenderer(
+        loaded.graph.submodel(loaded.unit_tensors(layers), with_logits=True), loaded.preprocess, 64
+    )
     for batch in {len(batch): batch for batch in batches}.values():
         renderer.run(batch)  # trace
     loop, ours = [], []
@@ -339,14 +380,16 @@ def rows_activations_gradcam(quick: bool) -> list[Row]:
         for batch in batches:
             renderer.run(batch)
         ours.append((time.perf_counter() - began) / images)
-    return [Row(
-        f"Activations + Grad-CAM, Grad-CAM++, LayerCAM, {len(layers)} layers, per image "
-        f"({images} images)",
-        f"{min(loop) * 1e3:.1f} ms/image (a traced pass per layer, batches of 32)",
-        f"{min(ours) * 1e3:.1f} ms/image (one pass for all layers)",
-        min(loop) / min(ours),
-        8.0,
-    )]
+    return [
+        Row(
+            f"Activations + Grad-CAM, Grad-CAM++, LayerCAM, {len(layers)} layers, per image "
+            f"({images} images)",
+            f"{min(loop) * 1e3:.1f} ms/image (a traced pass per layer, batches of 32)",
+            f"{min(ours) * 1e3:.1f} ms/image (one pass for all layers)",
+            min(loop) / min(ours),
+            8.0,
+        )
+    ]
 
 
 def conv_macs(model: keras.Model, size: int) -> float:

@@ -4,7 +4,7 @@ For each architecture of the seeds (random weights: ``weights: none``, 128-px in
 that every model renders the same picture size), a short capped render of a few units on
 a few conv layers (the middle and the last by default), timed on the second batch of each
 layer (the first includes tracing). Prints units/s and the achieved TFLOP/s, the FLOPs
-taken from :mod:`atlas.estimate` (the forward FLOPs up to the layer, x 2 x steps),
+taken from :mod:`atlas.plan.estimate` (the forward FLOPs up to the layer, x 2 x steps),
 against the peak a plain conv microbenchmark reaches on the same device (CPU or the first
 GPU TensorFlow sees). The FLOPs counted are 2 x forward per step (the forward pass and the
 gradient with respect to the picture; no weight gradients).
@@ -49,7 +49,7 @@ def conv_peak(tf, dtype: str = "float32", repeats: int = 5) -> float:
     return flops / best / 1e12
 
 
-# atlas.estimate counts a unit's step as 3 x the forward FLOPs (a training step's forward,
+# atlas.plan.estimate counts a unit's step as 3 x the forward FLOPs (a training step's forward,
 # input and weight gradients): its cost model. Gradient ascent on the picture needs no
 # weight gradients, so the work actually done is about 2 x forward.
 ASCENT_SHARE = 2 / 3
@@ -57,11 +57,11 @@ ASCENT_SHARE = 2 / 3
 
 def measure(name: str, options: dict, steps: int, units: int, precision: str) -> dict:
     """Units/s and TFLOP/s of one architecture, summed over its chosen layers."""
-    from atlas.config import ModelConfig, RenderSettings
-    from atlas.estimate import job_gflop, prefix_flops, unit_steps
-    from atlas.models import load_model
-    from atlas.plan import unit_params
+    from atlas.config.settings import ModelConfig, RenderSettings
+    from atlas.plan.estimate import job_gflop, prefix_flops, unit_steps
+    from atlas.plan.jobs import unit_params
     from atlas.render.filters import render_units
+    from atlas.render.load import load_model
     from atlas.render.run import model_facts
 
     render = RenderSettings(precision=precision)
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=4, help="units per timed batch")
     parser.add_argument("--precision", default="float32")
     args = parser.parse_args()
-    from atlas._tensorflow import tf
+    from atlas.render._tensorflow import tf
 
     gpus = tf.config.list_physical_devices("GPU")
     device = (

@@ -1,7 +1,8 @@
 """The search index's size for an already built site, without building anything.
 
 Reads a built site's pages (layers, unit pages with their strongest photos, image pages,
-ImageNet's labels for each classifier), rebuilds the views :func:`atlas.search.build_index` needs
+ImageNet's labels for each classifier), rebuilds the views
+:func:`atlas.site.search.build_index` needs
 from them, and prints the index's size, raw and gzipped (what GitHub Pages sends).
 
     python bench/search_index.py _site
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace as NS
 
-from atlas.search import index_script
+from atlas.site.search import index_script
 
 _IMAGENET = tuple(
     label

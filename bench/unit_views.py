@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 def _jobs(loaded, renderers) -> dict[int, list[tuple[int, int]]]:
     """Per renderer, its (output index, unit) pairs with the costly views."""
-    from atlas.unit_views import DEFAULT_UNITS, costly_units
+    from atlas.config.views import DEFAULT_UNITS, costly_units
 
     chosen = defaultdict(list)
     for layer in loaded.conv_layers():
@@ -71,7 +71,7 @@ def _time(renderer, pairs, kind: str, batches: int) -> tuple[float, list]:
 
 def _gram_cosine(loaded, renderer, results) -> float:
     """Mean pairwise Gram cosine within each group of 4, at the model's input size."""
-    from atlas._tensorflow import tf
+    from atlas.render._tensorflow import tf
 
     values = []
     for start in range(0, len(results) - 3, 4):
@@ -93,10 +93,10 @@ def _gram_cosine(loaded, renderer, results) -> float:
 
 
 def main(batches: int = 2) -> None:
-    from atlas import plan
-    from atlas.config import load_config
-    from atlas.models import load_model
+    from atlas.config.load import load_config
+    from atlas.plan import jobs as plan
     from atlas.render import filters, run
+    from atlas.render.load import load_model
 
     config = load_config(ROOT / "site_config.yaml")
     model = config.models[0]

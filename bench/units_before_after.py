@@ -22,11 +22,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from atlas.config import load_config  # noqa: E402
-from atlas.models import load_model  # noqa: E402
-from atlas.plan import unit_seed  # noqa: E402
+from atlas.config.load import load_config  # noqa: E402
+from atlas.config.methods import resolve_params  # noqa: E402
+from atlas.plan.jobs import unit_seed  # noqa: E402
 from atlas.render import filters, param, run  # noqa: E402
-from atlas.render.settings import resolve_params  # noqa: E402
+from atlas.render.load import load_model  # noqa: E402
 
 
 def main() -> None:
@@ -78,17 +78,22 @@ def main() -> None:
     for label, render in (("before", before), ("now", now)):
         cpu, wall = time.process_time(), time.perf_counter()
         results[label] = render()
-        print(f"{label}: {len(results[label])} units, wall {time.perf_counter() - wall:.1f} s, "
-              f"cpu {time.process_time() - cpu:.1f} s", flush=True)
+        print(
+            f"{label}: {len(results[label])} units, wall {time.perf_counter() - wall:.1f} s, "
+            f"cpu {time.process_time() - cpu:.1f} s",
+            flush=True,
+        )
     ratios, differences = [], []
     for key, old in results["before"].items():
         new = results["now"][key]
         differences.append(np.abs(old.picture.astype(int) - new.picture.astype(int)).mean())
         if not old.dead and abs(old.own_activation) > 1e-6:
             ratios.append(new.own_activation / old.own_activation)
-    print(f"own activation now/before: median {np.median(ratios):.4f}, 5th-95th percentile "
-          f"{np.percentile(ratios, 5):.4f}-{np.percentile(ratios, 95):.4f}; mean picture "
-          f"difference {np.mean(differences):.3f} of 255 (largest {np.max(differences):.2f})")
+    print(
+        f"own activation now/before: median {np.median(ratios):.4f}, 5th-95th percentile "
+        f"{np.percentile(ratios, 5):.4f}-{np.percentile(ratios, 95):.4f}; mean picture "
+        f"difference {np.mean(differences):.3f} of 255 (largest {np.max(differences):.2f})"
+    )
 
 
 if __name__ == "__main__":

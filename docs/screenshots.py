@@ -14,10 +14,17 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from atlas.serve import make_server
+from atlas.site.serve import make_server
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PAGES = {
     "home": "index.html",
     "model": "models/mobilenet/index.html",

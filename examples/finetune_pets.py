@@ -41,7 +41,9 @@ L2 = 1e-3
 
 def training_photos(images: Path, annotations: Path):
     """The sample's trainval photos, decoded and resized as atlas does, with labels."""
-    from atlas.dataset import iter_batches, read_annotation_list, scan_dataset
+    from atlas.data.batches import iter_batches
+    from atlas.data.oxford import read_annotation_list
+    from atlas.data.scan import scan_dataset
 
     scan = scan_dataset(images, annotations)
     labels = {name: a.class_id - 1 for name, a in read_annotation_list(annotations).items()}
@@ -55,17 +57,20 @@ def training_photos(images: Path, annotations: Path):
 
 def build_models(keras):
     """(backbone features model, the full classifier with an untrained head)."""
-    imagenet = keras.applications.MobileNet(alpha=0.25, input_shape=(SIZE, SIZE, 3),
-                                            include_top=True, weights=str(WEIGHTS))
-    backbone = keras.Model(imagenet.input, imagenet.get_layer("conv_pw_13_relu").output,
-                           name="mobilenet_backbone")
+    imagenet = keras.applications.MobileNet(
+        alpha=0.25, input_shape=(SIZE, SIZE, 3), include_top=True, weights=str(WEIGHTS)
+    )
+    backbone = keras.Model(
+        imagenet.input, imagenet.get_layer("conv_pw_13_relu").output, name="mobilenet_backbone"
+    )
     backbone.trainable = False
     inputs = keras.Input((SIZE, SIZE, 3), name="pixels")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(inputs)
     x = backbone(x, training=False)
     features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(37, activation="softmax", name="breeds",
-                                 kernel_regularizer=keras.regularizers.L2(L2))(features)
+    outputs = keras.layers.Dense(
+        37, activation="softmax", name="breeds", kernel_regularizer=keras.regularizers.L2(L2)
+    )(features)
     model = keras.Model(inputs, outputs, name="mobilenet_pets")
     return keras.Model(inputs, features), model
 
@@ -80,24 +85,31 @@ def main() -> None:
 
     keras.utils.set_random_seed(SEED)
     tf.config.experimental.enable_op_determinism()
-    pixels, targets = training_photos(DATA / "oxford-pets" / "images",
-                                         DATA / "oxford-pets" / "annotations" / "list.txt")
+    pixels, targets = training_photos(
+        DATA / "oxford-pets" / "images", DATA / "oxford-pets" / "annotations" / "list.txt"
+    )
     pixels = np.concatenate([pixels, pixels[:, :, ::-1]])  # each photo and its mirror
     targets = np.concatenate([targets, targets])
     features_model, model = build_models(keras)
     features = features_model.predict(pixels.astype(np.float32), batch_size=64, verbose=0)
     head = keras.Sequential([keras.Input(features.shape[1:]), model.get_layer("breeds")])
-    head.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
-                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = head.fit(features, targets, epochs=EPOCHS, batch_size=len(features),
-                       shuffle=False, verbose=0)
+    head.compile(
+        optimizer=keras.optimizers.Adam(LEARNING_RATE),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history = head.fit(
+        features, targets, epochs=EPOCHS, batch_size=len(features), shuffle=False, verbose=0
+    )
     model.compile()  # no optimizer state in the file: atlas only runs inference
     args.output.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.output)
-    print(f"{len(targets) // 2} training photos (+ mirrors), {EPOCHS} epochs: training "
-          f"accuracy {history.history['accuracy'][-1]:.1%}, loss "
-          f"{history.history['loss'][-1]:.3f}; wrote {args.output} "
-          f"({args.output.stat().st_size:,} bytes) in {time.perf_counter() - started:.1f} s")
+    print(
+        f"{len(targets) // 2} training photos (+ mirrors), {EPOCHS} epochs: training "
+        f"accuracy {history.history['accuracy'][-1]:.1%}, loss "
+        f"{history.history['loss'][-1]:.3f}; wrote {args.output} "
+        f"({args.output.stat().st_size:,} bytes) in {time.perf_counter() - started:.1f} s"
+    )
 
 
 if __name__ == "__main__":

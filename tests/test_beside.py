@@ -11,9 +11,9 @@ import pytest
 import yaml
 from sitecheck import files_of
 
-from atlas import distribute
 from atlas.build import BuildOptions, StageTimer, build
 from atlas.errors import AtlasError
+from atlas.execute import local, tasks
 
 LEDGER = "build.html"
 
@@ -29,8 +29,7 @@ def _other(config, name: str):
 
 def test_units_beside_the_other_stages_give_the_same_site(small_config) -> None:
     config = small_config(images=3, units_per_layer=3)
-    serial = build(_other(config, "serial"), BuildOptions(progress=False, max_steps=3,
-                                                          serial=True))
+    serial = build(_other(config, "serial"), BuildOptions(progress=False, max_steps=3, serial=True))
     beside = build(_other(config, "beside"), BuildOptions(progress=False, max_steps=3))
     assert "waiting for unit pictures" in beside.seconds
     assert "waiting for unit pictures" not in serial.seconds
@@ -121,7 +120,7 @@ def test_only_unit_tasks_go_beside() -> None:
         progress = False
         cache = None
         timer = StageTimer()
-        throughput = distribute.estimate.Throughput({})
+        throughput = local.estimate.Throughput({})
 
         def count(self, kind, n):
             pass
@@ -129,22 +128,25 @@ def test_only_unit_tasks_go_beside() -> None:
         def get_model(self, model):
             return None
 
-    executor = distribute.LocalExecutor(Runner())
-    original = distribute.execute
+    executor = local.LocalExecutor(Runner())
+    original = local.execute
 
     def fake(task, cache, get_model, progress):
         ran.append((task.kind, threading.current_thread().name))
 
-    distribute.execute = fake
+    local.execute = fake
     try:
-        tasks = [distribute.Task(kind, None, (object(),)) for kind in ("photo", "unit", "image")]
-        executor(tasks)
+        batch = [tasks.Task(kind, None, (object(),)) for kind in ("photo", "unit", "image")]
+        executor(batch)
         executor.wait()
     finally:
-        distribute.execute = original
+        local.execute = original
         executor.close()
-    assert sorted(ran) == [("image", "MainThread"), ("photo", "MainThread"),
-                           ("unit", "atlas-units")]
+    assert sorted(ran) == [
+        ("image", "MainThread"),
+        ("photo", "MainThread"),
+        ("unit", "atlas-units"),
+    ]
 
 
 def test_a_build_keeps_only_the_most_recent_models_loaded(monkeypatch) -> None:
@@ -152,8 +154,8 @@ def test_a_build_keeps_only_the_most_recent_models_loaded(monkeypatch) -> None:
     released beyond MAX_LOADED, and loaded again when a later task needs it."""
     from types import SimpleNamespace
 
-    import atlas.models
-    from atlas.build import _Models
+    import atlas.render.load
+    from atlas.execute.models import LoadedModels
 
     loaded: list[str] = []
 
@@ -162,8 +164,8 @@ def test_a_build_keeps_only_the_most_recent_models_loaded(monkeypatch) -> None:
             self.id = config.id
             loaded.append(config.id)
 
-    monkeypatch.setattr(atlas.models, "load_model", Model)
-    models = _Models(StageTimer(), max_loaded=2)
+    monkeypatch.setattr(atlas.render.load, "load_model", Model)
+    models = LoadedModels(StageTimer(), max_loaded=2)
     configs = {name: SimpleNamespace(id=name) for name in "abc"}
     first = models.get(configs["a"])
     assert models.get(configs["a"]) is first  # still loaded: not loaded again
@@ -191,14 +193,22 @@ def test_two_streams_of_ops_share_the_cores(options, preset, expected) -> None:
     import subprocess
     import sys
 
-    code = ("import os, sys\nfrom atlas.build import BuildOptions, _share_cores\n"
-            f"_share_cores({options})\n"
-            "assert 'tensorflow' not in sys.modules\n"
-            "print(os.environ.get('TF_NUM_INTRAOP_THREADS'))\n")
+    code = (
+        "import os, sys\nfrom atlas.build import BuildOptions, _share_cores\n"
+        f"_share_cores({options})\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "print(os.environ.get('TF_NUM_INTRAOP_THREADS'))\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"}
     if preset is not None:
         env["TF_NUM_INTRAOP_THREADS"] = preset
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
     half = str(max(1, len(os.sched_getaffinity(0)) // 2))
     assert done.stdout.strip() == str({"half": half}.get(expected, expected))

@@ -1,4 +1,5 @@
-"""Tests for atlas.breeds (the shipped mapping) and atlas.metrics (hand-computed cases)."""
+"""Tests for atlas.data.breeds (the shipped mapping) and atlas.analysis.metrics
+(hand-computed cases)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from atlas.breeds import BreedMap, load_breeds, load_class_index
-from atlas.dataset import read_annotation_list
-from atlas.errors import AtlasError
-from atlas.labels import (
-    imagenet_space,
-)
-from atlas.metrics import (
+from atlas.analysis.metrics import (
     ClassCount,
     Confusion,
     Prediction,
     is_breed_correct,
     is_species_correct,
     pets_metrics,
+)
+from atlas.data.breeds import BreedMap, load_breeds, load_class_index
+from atlas.data.oxford import read_annotation_list
+from atlas.errors import AtlasError
+from atlas.model.labels import (
+    imagenet_space,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -174,7 +175,8 @@ def test_per_image_helpers(breeds: BreedMap) -> None:
     assert is_breed_correct(pug_2, imagenet_space(breeds), 2) is True
     assert is_breed_correct(bengal_1, imagenet_space(breeds), 5) is None
     assert is_species_correct(pug_2, imagenet_space(breeds)) and is_species_correct(
-        bengal_1, imagenet_space(breeds))
+        bengal_1, imagenet_space(breeds)
+    )
     assert not is_species_correct(HAND_MADE[7], imagenet_space(breeds))
     with pytest.raises(ValueError):
         is_breed_correct(pug_2, imagenet_space(breeds), 6)

@@ -35,7 +35,7 @@ README_SHOTS = REPO / "docs" / "img" / "screens"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     """The small site over HTTP on 127.0.0.1; yields its base URL."""
-    from atlas.serve import make_server
+    from atlas.site.serve import make_server
 
     site = small_site(tmp_path_factory)
     httpd = make_server(site, "127.0.0.1", 0)
@@ -309,10 +309,11 @@ def test_confusion_page_switches_layers(browser, tmp_path_factory):
     page = context.new_page()
     page.goto(confusion.as_uri())
     rows = "section.confusion .confusion-row:visible"
-    assert page.locator(rows).evaluate_all("els => els.map(e => e.dataset.layer)") == [
-        "conv_preds"] * page.locator("section.confusion").count()
+    assert (
+        page.locator(rows).evaluate_all("els => els.map(e => e.dataset.layer)")
+        == ["conv_preds"] * page.locator("section.confusion").count()
+    )
     page.select_option("select.layer-switch", "conv1")
-    assert set(page.locator(rows).evaluate_all("els => els.map(e => e.dataset.layer)")) == {
-        "conv1"}
+    assert set(page.locator(rows).evaluate_all("els => els.map(e => e.dataset.layer)")) == {"conv1"}
     assert page.locator(f"{rows} img.map").count() == 2 * page.locator("section.confusion").count()
     context.close()

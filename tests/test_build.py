@@ -37,10 +37,6 @@ def nonzero(counts: dict[str, int]) -> dict[str, int]:
     return {kind: n for kind, n in counts.items() if n}
 
 
-
-
-
-
 def broken_links(site: Path) -> list[str]:
     """Every href/src of every page that points at no file of the site."""
     broken = []
@@ -55,8 +51,6 @@ def broken_links(site: Path) -> list[str]:
             if not target.is_file() or site.resolve() not in target.parents:
                 broken.append(f"{page.relative_to(site)} -> {link}")
     return broken
-
-
 
 
 def cache_entries(cache: Path, field: str) -> list[Path]:
@@ -138,8 +132,11 @@ def test_warm_build_renders_nothing_and_skips_tensorflow(tiny_site, project):
 
 def stamps(site: Path) -> dict[str, tuple[int, int]]:
     """Every file of a site with its inode and mtime: what a rewrite would change."""
-    return {p.relative_to(site).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
-            for p in site.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(site).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in site.rglob("*")
+        if p.is_file()
+    }
 
 
 def settled(project: Path) -> Path:
@@ -156,7 +153,7 @@ def test_warm_build_writes_nothing_when_nothing_changed(tiny_site, project, monk
     def no_projection(*args, **kwargs):
         raise AssertionError("an up-to-date site needs no budget projection")
 
-    monkeypatch.setattr("atlas.plan_report.rows", no_projection)
+    monkeypatch.setattr("atlas.plan.report.rows", no_projection)
     report = build(project, OPTIONS)
     assert nonzero(report.rendered) == {} and report.pages_written == 0
     assert nonzero(report.reused) == COLD  # every job counted, as the full checks count
@@ -166,8 +163,8 @@ def test_warm_build_writes_nothing_when_nothing_changed(tiny_site, project, monk
 
 
 def test_an_entry_gone_from_the_cache_is_rendered_again_though_the_site_is_current(project):
-    from atlas.cache import Cache
-    from atlas.config import load_config
+    from atlas.cache.store import Cache
+    from atlas.config.load import load_config
 
     site = settled(project)
     before = files_of(site)
@@ -184,8 +181,9 @@ def test_an_entry_gone_from_the_cache_is_rendered_again_though_the_site_is_curre
 def test_prune_on_a_current_site_still_drops_what_the_site_does_not_use(project):
     from dataclasses import replace
 
-    from atlas.cache import Cache, make_key
-    from atlas.config import load_config
+    from atlas.cache.keys import make_key
+    from atlas.cache.store import Cache
+    from atlas.config.load import load_config
 
     settled(project)
     cache = Cache(load_config(project).cache)
@@ -236,7 +234,7 @@ def test_a_timestamped_site_is_never_taken_as_up_to_date(project, caplog):
     # Pages are rendered again (the footer's minute may have changed); those whose bytes
     # did not change are linked. (Whether the ledger's bytes change depends on its
     # rounded stage times: two quick builds can give the same ones, so it is not asserted.)
-    caplog.set_level(logging.INFO, logger="atlas.site")
+    caplog.set_level(logging.INFO, logger="atlas.site.writer")
     report = build(project, OPTIONS)
     assert not [r for r in caplog.records if "up to date" in r.getMessage()]
     assert report.pages == len(list((project.parent / "_site").rglob("*.html")))

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atlas import cache as cache_module
-from atlas.cache import META, Cache, canonical_json, make_key
+from atlas.cache import store as cache_module
+from atlas.cache.keys import canonical_json, make_key
+from atlas.cache.store import META, Cache
 from atlas.errors import CacheError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def test_a_warm_check_stats_but_does_not_read_or_hash(tmp_path, monkeypatch):
     cache.lock()
     cache.put(KEY, {"n": 1}, {"a.bin": b"first"})  # its checksum is known from the bytes
     cache.unlock()
-    monkeypatch.setattr(cache_module, "_sha256", lambda path: pytest.fail("re-hashed"))
+    monkeypatch.setattr(cache_module, "sha256_file", lambda path: pytest.fail("re-hashed"))
     monkeypatch.setattr(json, "load", lambda handle: pytest.fail("read meta.json"))
     warm = Cache(tmp_path)
     assert warm.has(KEY) and warm.stamp(KEY).startswith(f"{META}:")
@@ -186,7 +187,7 @@ def test_damaged_entry_is_a_miss_with_a_warning_and_is_removed(tmp_path, caplog,
     cache.put(KEY, {"objective": 2.0}, {"unit.webp": b"RIFF some pixels here"})
     damage(tmp_path / KEY[:2] / KEY)
     cache = Cache(tmp_path)  # the next build: nothing verified yet
-    with caplog.at_level(logging.WARNING, logger="atlas.cache"):
+    with caplog.at_level(logging.WARNING, logger="atlas.cache.store"):
         assert cache.get(KEY) is None
     assert any("damaged" in r.getMessage() and KEY in r.getMessage() for r in caplog.records)
     assert not (tmp_path / KEY[:2] / KEY).exists()
@@ -213,7 +214,8 @@ def test_lock_held_by_another_process(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from atlas.cache import Cache; c = Cache(sys.argv[1]); c.lock();"
+            "import sys, time; from atlas.cache.store import Cache; "
+            "c = Cache(sys.argv[1]); c.lock();"
             " print('locked', flush=True); time.sleep(30)",
             str(tmp_path),
         ],

@@ -24,8 +24,8 @@ from tf_keras_vis.layercam import Layercam  # noqa: E402
 from tf_keras_vis.scorecam import Scorecam  # noqa: E402
 from tf_keras_vis.utils.scores import CategoricalScore  # noqa: E402
 
-from atlas.graph import flatten_model  # noqa: E402
 from atlas.render.cams import METHODS, top_variance_channels  # noqa: E402
+from atlas.render.graph import flatten_model  # noqa: E402
 from atlas.render.maps import MapRenderer  # noqa: E402
 
 SIZE = 32

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from atlas import checks
-from atlas.breeds import load_breeds, load_class_index
-from atlas.config import load_config
-from atlas.dataset import DatasetImage, DatasetScan, Skipped, breed_from_filename
+from atlas.config.load import load_config
+from atlas.data.breeds import load_breeds, load_class_index
+from atlas.data.oxford import breed_from_filename
+from atlas.data.scan import DatasetImage, DatasetScan, Skipped
 from atlas.errors import ConfigError
+from atlas.plan import checks
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
@@ -90,7 +91,7 @@ def run_checks(project: Path, text: str, scan: DatasetScan, caplog) -> tuple[lis
     path.write_text(text, encoding="utf-8")
     config = load_config(path)
     breeds = load_breeds(config.dataset.breeds, load_class_index(config.dataset.class_index))
-    from atlas.plan import choose_detailed
+    from atlas.plan.select import choose_detailed
 
     detailed = choose_detailed(
         scan.images,
@@ -101,7 +102,7 @@ def run_checks(project: Path, text: str, scan: DatasetScan, caplog) -> tuple[lis
     findings = checks.before_render(config, scan, breeds, detailed)
     findings += checks.layer_patterns("models[0]", config.models[0], list(CONV_LAYERS))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="atlas.checks"):
+    with caplog.at_level(logging.WARNING, logger="atlas.plan.checks"):
         try:
             checks.report(findings, path)
             problems = []
@@ -352,7 +353,7 @@ def test_included_template_and_used_static_file_are_not_flagged(project, caplog)
 
 
 def test_globs_select_images_and_layers():
-    from atlas.plan import choose_detailed
+    from atlas.plan.select import choose_detailed
 
     images = sample_scan().images
     chosen = choose_detailed(images, "list", 0, ["pug_*", "Abyssinian_101"])

@@ -17,7 +17,7 @@ from conftest import DATA, PETS
 
 from atlas.build import BuildOptions, build
 from atlas.cli import main
-from atlas.config import load_config
+from atlas.config.load import load_config
 from atlas.errors import ConfigError
 
 LIST = DATA / "oxford-pets" / "annotations" / "list.txt"
@@ -165,8 +165,8 @@ def always_boxer(order: list[str]) -> keras.Model:
 
 @pytest.mark.slow
 def test_trained_on_trainval_measures_accuracy_on_the_test_split(small_config, tmp_path):
-    from atlas.breeds import load_breeds, load_class_index
-    from atlas.labels import breed_order
+    from atlas.data.breeds import load_breeds, load_class_index
+    from atlas.model.labels import breed_order
 
     breeds = load_breeds(DATA / "breeds.json", load_class_index(DATA / "imagenet_class_index.json"))
     own_models.save(always_boxer(breed_order(LIST, breeds)), tmp_path, "m")

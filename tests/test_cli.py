@@ -10,7 +10,7 @@ import yaml
 
 from atlas.cli import main
 from atlas.errors import AtlasError, ConfigError
-from atlas.serve import make_server
+from atlas.site.serve import make_server
 
 
 def atlas(*argv: str) -> int:
@@ -72,7 +72,7 @@ def test_debug_lets_the_traceback_through(small_config):
 
 
 def test_locked_cache_exits_1(small_config, capsys):
-    from atlas.cache import Cache
+    from atlas.cache.store import Cache
 
     config = small_config()
     holder = Cache(config.parent / ".atlas-cache")

@@ -24,7 +24,7 @@ from conftest import MOBILENET_WEIGHTS
 from sitecheck import edit_config
 from test_faults import fill, tmpfs
 
-from atlas.cache import Cache
+from atlas.cache.store import Cache
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from atlas.cli import main
-from atlas.config import load_config
+from atlas.config.load import load_config
 from atlas.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -84,9 +84,9 @@ def test_a_scores_task_waits_for_the_image_maps_it_reads():
     """On a cluster, a scores task is submitted with the futures of the image tasks
     whose maps it reads, so Dask runs it after them (a worker that took it first found
     no maps and skipped the photo: the model page lost its CAM-scores table)."""
-    from atlas.dask_executor import _submit
-    from atlas.distribute import Task
-    from atlas.plan import Job
+    from atlas.execute.dask import _submit
+    from atlas.execute.tasks import Task
+    from atlas.plan.jobs import Job
 
     class Client:
         def __init__(self):

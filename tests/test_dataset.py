@@ -1,4 +1,4 @@
-"""Tests for atlas.dataset: annotations, the folder scan and batch streaming."""
+"""Tests for atlas.data.scan: annotations, the folder scan and batch streaming."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import atlas.dataset as dataset
-import atlas.images as images
-from atlas.dataset import (
+import atlas.data.images as images
+import atlas.data.scan as dataset
+from atlas.data.batches import iter_batches
+from atlas.data.oxford import (
     Annotation,
     breed_from_filename,
     breed_title,
-    iter_batches,
     read_annotation_list,
     read_splits,
-    scan_dataset,
 )
+from atlas.data.scan import scan_dataset
 from atlas.errors import AtlasError, BadImageError
 
 PETS = Path(__file__).resolve().parents[1] / "data" / "oxford-pets"
@@ -159,7 +159,7 @@ def _annotations(tmp_path: Path) -> Path:
 
 
 def test_scan_salted_folder(salted: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="atlas.dataset")
+    caplog.set_level(logging.WARNING, logger="atlas.data.scan")
     scan = scan_dataset(salted, _annotations(salted.parent))
     kept = {image.name: image for image in scan.images}
     assert list(kept) == [
@@ -252,7 +252,7 @@ def test_iter_batches_leaves_out_files_gone_bad(
     images = scan_dataset(folder, LIST).images[:7]
     images[2].path.write_bytes(b"garbage now")
     images[5].path.unlink()
-    caplog.set_level(logging.WARNING, logger="atlas.dataset")
+    caplog.set_level(logging.WARNING, logger="atlas.data.scan")
     batches = list(iter_batches(images, (16, 16), batch_size=3, workers=2))
     kept = [image for names, _ in batches for image in names]
     assert kept == [images[i] for i in (0, 1, 3, 4, 6)]

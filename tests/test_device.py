@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from test_filters import SMALL_CLASSIC, SMALL_LUCID, feature_model, scale_pixels
 
-from atlas.config import ModelConfig, RenderSettings
-from atlas.plan import _versions, job_key, unit_job, unit_seed
+from atlas.config.settings import ModelConfig, RenderSettings
+from atlas.plan.jobs import _versions, job_key, unit_job, unit_seed
 from atlas.render import device
 from atlas.render.filters import DEFAULT_LUCID, render_units
 
@@ -137,8 +137,9 @@ def test_forward_batches_shrink_for_models_with_large_activations():
     import keras
 
     small = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3)])
-    large = keras.Sequential([keras.Input((256, 256, 3)), keras.layers.Conv2D(512, 3),
-                              keras.layers.Conv2D(512, 3)])
+    large = keras.Sequential(
+        [keras.Input((256, 256, 3)), keras.layers.Conv2D(512, 3), keras.layers.Conv2D(512, 3)]
+    )
     assert device.forward_batch(small, 32, 256) == 256
     per_image = 256 * 256 * 512 * 2 * 4  # two float32 maps of 256 x 256 x 512, about
     expected = device.FORWARD_BUDGET_BYTES // per_image

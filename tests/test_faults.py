@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 from sitecheck import assets, edit_config, files_of
 
-import atlas.cache
+import atlas.cache.store
 from atlas.build import BuildOptions, build
-from atlas.cache import Cache
+from atlas.cache.store import Cache
 from atlas.cli import main
 
 pytestmark = pytest.mark.slow
@@ -42,17 +42,11 @@ def atlas_build(config: Path, *extra: str) -> int:
     return main(["build", "-c", str(config), "--no-progress", "--max-steps", "2", *extra])
 
 
-
-
-
-
-
-
 def assert_cache_trusted(cache: Path, caplog) -> None:
     """No half-written entry is left and every entry reads back whole (no warning)."""
     assert not list(cache.glob("*/.tmp-*"))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="atlas.cache"):
+    with caplog.at_level(logging.WARNING, logger="atlas.cache.store"):
         reader = Cache(cache)
         assert all(reader.get(key) is not None for key in reader.keys())
     assert not [r for r in caplog.records if "damaged" in r.getMessage()]
@@ -88,7 +82,7 @@ def test_ctrl_c_at_any_cache_write_keeps_the_site_and_a_trusted_cache(
     cold(project)
     site = project.parent / "_site"
     writes = {"n": 0}
-    original = atlas.cache._write_synced
+    original = atlas.cache.store._write_synced
 
     def interrupted(path, data):
         writes["n"] += 1
@@ -97,7 +91,7 @@ def test_ctrl_c_at_any_cache_write_keeps_the_site_and_a_trusted_cache(
             raise KeyboardInterrupt
         original(path, data)
 
-    monkeypatch.setattr(atlas.cache, "_write_synced", interrupted)
+    monkeypatch.setattr(atlas.cache.store, "_write_synced", interrupted)
     assert atlas_build(project) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err
@@ -114,7 +108,7 @@ def test_ctrl_c_between_the_two_renames_of_the_fallback_swap_keeps_the_site(
 ):
     """Where folders cannot be exchanged atomically, the swap is two renames: an interrupt
     between them puts the previous site back."""
-    import atlas.site
+    import atlas.site.writer
 
     edit_config(project, lambda d: d["site"].update(title="new title"))
     real_rename = os.rename
@@ -124,7 +118,7 @@ def test_ctrl_c_between_the_two_renames_of_the_fallback_swap_keeps_the_site(
             raise KeyboardInterrupt
         real_rename(source, target)
 
-    monkeypatch.setattr(atlas.site, "_exchange", lambda first, second: False)
+    monkeypatch.setattr(atlas.site.writer, "_exchange", lambda first, second: False)
     monkeypatch.setattr(os, "rename", rename)
     assert atlas_build(project) == 130
     monkeypatch.undo()
@@ -133,7 +127,7 @@ def test_ctrl_c_between_the_two_renames_of_the_fallback_swap_keeps_the_site(
 
 def test_a_kill_between_the_two_renames_is_repaired_by_the_next_build(tmp_path):
     """The state a kill -9 between the renames leaves: no output, the old site aside."""
-    from atlas.site import clean_stale
+    from atlas.site.writer import clean_stale
 
     output = tmp_path / "_site"
     aside = tmp_path / "._site.old-0123456789ab"
@@ -146,7 +140,7 @@ def test_a_kill_between_the_two_renames_is_repaired_by_the_next_build(tmp_path):
 
 
 def test_the_swap_exchanges_atomically_where_it_can(tmp_path):
-    from atlas.site import _exchange
+    from atlas.site.writer import _exchange
 
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
@@ -162,7 +156,7 @@ def test_the_swap_exchanges_atomically_where_it_can(tmp_path):
 
 KILLER = """
 import os, signal, sys
-import atlas.cache, atlas.site
+import atlas.cache.store, atlas.site.writer
 where, at = sys.argv[2], int(sys.argv[3])
 calls = [0]
 def killing(original):
@@ -173,9 +167,9 @@ def killing(original):
         return original(*args, **kwargs)
     return wrapped
 if where == "cache":
-    atlas.cache._write_synced = killing(atlas.cache._write_synced)
+    atlas.cache.store._write_synced = killing(atlas.cache.store._write_synced)
 else:
-    atlas.site.publish_files = killing(atlas.site.publish_files)
+    atlas.site.writer.publish_files = killing(atlas.site.writer.publish_files)
 from atlas.cli import main
 sys.exit(main(["build", "-c", sys.argv[1], "--no-progress", "--max-steps", "2"]))
 """

@@ -1,4 +1,4 @@
-"""Tests for atlas.fetch against a local HTTP server on 127.0.0.1 (no internet needed)."""
+"""Tests for atlas.data.fetch against a local HTTP server on 127.0.0.1 (no internet needed)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from atlas.data.fetch import ArchiveInfo, fetch_dataset
+from atlas.data.masks import find_trimaps
 from atlas.errors import AtlasError
-from atlas.fetch import ArchiveInfo, fetch_dataset
-from atlas.trimaps import find_trimaps
 
 ARCHIVES = ("images.tar.gz", "annotations.tar.gz")
 TIMEOUT = 5
@@ -162,7 +162,7 @@ def test_happy_path_then_idempotent(
     assert found == {"Abyssinian_1": dest / "annotations" / "trimaps" / "Abyssinian_1.png"}
 
     server.requests.clear()
-    caplog.set_level("INFO", logger="atlas.fetch")
+    caplog.set_level("INFO", logger="atlas.data.fetch")
     _fetch(server, dest, expected=expected)
     assert server.requests == []
     assert sum("already present" in record.getMessage() for record in caplog.records) == 2

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from conftest import DATA, PETS
 
-from atlas.cache import Cache
+from atlas.cache.store import Cache
 from atlas.cli import main
-from atlas.config import load_config
+from atlas.config.load import load_config
 from atlas.errors import ConfigError
-from atlas.folders import CACHE_MARKER, SITE_MARKER, clean_cache
+from atlas.project.folders import CACHE_MARKER, SITE_MARKER, clean_cache
 
 KEYS = ("site.output", "cache")
 TARGETS = {"project": ".", "parent": "..", "home": "~", "unmarked": "stuff"}

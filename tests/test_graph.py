@@ -1,4 +1,5 @@
-"""The flat layer walk (atlas.graph) and model loading (atlas.models) on small and real models."""
+"""The flat layer walk (atlas.render.graph) and model loading (atlas.render.load) on small
+and real models."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atlas.config import load_config
+from atlas.config.load import load_config
 from atlas.errors import ModelError
-from atlas.graph import flatten_model
+from atlas.render.graph import flatten_model
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "data" / "models" / "mobilenet_2_5_128_tf.h5"
@@ -238,7 +239,7 @@ def test_real_mobilenet_layers_and_cat_predictions():
 
 @pytest.mark.slow
 def test_atlas_loads_the_shipped_model_and_it_sees_cats(shipped_model_config):
-    from atlas.models import load_model
+    from atlas.render.load import load_model
 
     loaded = load_model(shipped_model_config)
     assert loaded.input_size == (128, 128) and loaded.random_weights is False
@@ -250,7 +251,7 @@ def test_atlas_loads_the_shipped_model_and_it_sees_cats(shipped_model_config):
 
 
 def test_damaged_weights_file_fails_the_sha256_check(shipped_model_config, tmp_path):
-    from atlas.models import load_model
+    from atlas.render.load import load_model
 
     damaged = tmp_path / WEIGHTS.name
     shutil.copyfile(WEIGHTS, damaged)
@@ -264,7 +265,7 @@ def test_damaged_weights_file_fails_the_sha256_check(shipped_model_config, tmp_p
 
 
 def test_truncated_weights_without_checksum_is_a_model_error(shipped_model_config, tmp_path):
-    from atlas.models import load_model
+    from atlas.render.load import load_model
 
     truncated = tmp_path / WEIGHTS.name
     truncated.write_bytes(WEIGHTS.read_bytes()[:4096])
@@ -275,7 +276,7 @@ def test_truncated_weights_without_checksum_is_a_model_error(shipped_model_confi
 
 @pytest.mark.slow
 def test_weights_none_gives_random_weights(shipped_model_config):
-    from atlas.models import load_model
+    from atlas.render.load import load_model
 
     config = dataclasses.replace(shipped_model_config, weights="none", sha256=None)
     loaded = load_model(config)
@@ -296,7 +297,7 @@ def file_model_config(shipped, path: Path, preprocess: str = "none"):
 
 
 def test_keras_file_loads_in_safe_mode(shipped_model_config, tiny_keras_file, tiny_model):
-    from atlas.models import load_model
+    from atlas.render.load import load_model
 
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     reference = np.asarray(tiny_model(images))  # same seed, same weights as the saved file
@@ -309,7 +310,7 @@ def test_keras_file_loads_in_safe_mode(shipped_model_config, tiny_keras_file, ti
 
 
 def test_keras_file_preprocess_mode_is_applied(shipped_model_config, tiny_keras_file):
-    from atlas.models import load_model
+    from atlas.render.load import load_model
 
     loaded = load_model(file_model_config(shipped_model_config, tiny_keras_file, "tf"))
     pixels = np.array([[[[0.0, 127.5, 255.0]]]], np.float32)
@@ -317,7 +318,7 @@ def test_keras_file_preprocess_mode_is_applied(shipped_model_config, tiny_keras_
 
 
 def test_keras_file_with_unregistered_custom_layer(shipped_model_config, tmp_path):
-    from atlas.models import load_model
+    from atlas.render.load import load_model
 
     @keras.saving.register_keras_serializable(package="atlas_test")
     class Doubler(keras.layers.Layer):
@@ -336,7 +337,7 @@ def test_keras_file_with_unregistered_custom_layer(shipped_model_config, tmp_pat
 
 
 def test_garbage_keras_file_is_a_model_error(shipped_model_config, tmp_path):
-    from atlas.models import load_model
+    from atlas.render.load import load_model
 
     path = tmp_path / "broken.keras"
     path.write_bytes(b"PK\x03\x04 this is not a zip archive")

@@ -12,13 +12,14 @@ import own_models
 import pytest
 from conftest import MOBILENET_WEIGHTS, copy_images
 
-from atlas.address import preprocess_affine
 from atlas.cache import open_cache
-from atlas.config import ModelConfig, RenderSettings, load_config
-from atlas.dataset import scan_dataset
+from atlas.config.load import load_config
+from atlas.config.settings import ModelConfig, RenderSettings
+from atlas.data.scan import scan_dataset
 from atlas.errors import ConfigError, ModelError
-from atlas.graph import flatten_model
-from atlas.models import MODULE_MODES, load_model
+from atlas.model.address import preprocess_affine
+from atlas.render.graph import flatten_model
+from atlas.render.load import MODULE_MODES, load_model
 
 SIZE = own_models.SIZE
 
@@ -73,8 +74,8 @@ def softmax_head(kind: str, outputs: int = 7) -> tuple[keras.Model, keras.Model]
 
 @pytest.mark.parametrize("kind", ["layer", "activation", "dense", "ops"])
 def test_a_softmax_head_is_applied_once(kind, tmp_path):
-    from atlas.dataset import iter_batches
-    from atlas.plan import model_identity, predict_job
+    from atlas.data.batches import iter_batches
+    from atlas.plan.jobs import model_identity, predict_job
     from atlas.render.run import run_predictions
 
     model, features = softmax_head(kind)

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from atlas.cli import _parser, main
-from atlas.serve import make_server
-from atlas.site import Slugs, environment
+from atlas.site.serve import make_server
+from atlas.site.writer import Slugs, environment
 
 REPO = Path(__file__).resolve().parents[1]
 PETS = REPO / "data" / "oxford-pets" / "images"

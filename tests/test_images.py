@@ -1,4 +1,4 @@
-"""Tests for atlas.images: every odd file kind decodes to RGB or fails with a reason."""
+"""Tests for atlas.data.images: every odd file kind decodes to RGB or fails with a reason."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atlas.errors import BadImageError
-from atlas.images import (
+from atlas.data.images import (
     encode_jpeg,
     encode_png,
     encode_webp,
@@ -19,6 +18,7 @@ from atlas.images import (
     load_array,
     open_rgb,
 )
+from atlas.errors import BadImageError
 
 
 def _gradient(width: int = 40, height: int = 30) -> np.ndarray:

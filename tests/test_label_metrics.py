@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from atlas.breeds import BreedMap, load_breeds, load_class_index
+from atlas.analysis.metrics import Confusion, Prediction, pets_metrics
+from atlas.data.breeds import BreedMap, load_breeds, load_class_index
 from atlas.errors import AtlasError
-from atlas.labels import (
+from atlas.model.labels import (
     breed_order,
     breeds_space,
     count_problem,
@@ -18,7 +19,6 @@ from atlas.labels import (
     normalise,
     species_space,
 )
-from atlas.metrics import Confusion, Prediction, pets_metrics
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 LIST = DATA / "oxford-pets" / "annotations" / "list.txt"

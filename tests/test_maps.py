@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atlas import draw
+from atlas.render import draw
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from atlas.graph import flatten_model  # noqa: E402
+from atlas.render.graph import flatten_model  # noqa: E402
 from atlas.render.maps import MapRenderer, softmax, unit_maps  # noqa: E402
 
 SIZE = 32
@@ -83,8 +83,9 @@ def test_one_pass_equals_a_pass_per_layer(images):
     results = renderer_for(model, names).run(images)
     logits_model = flatten_model(model)  # strips the softmax: logits out
     for index, name in enumerate(names):
-        single = keras.Model(logits_model.inputs[0],
-                             [logits_model.tensors[name], logits_model.outputs[0]])
+        single = keras.Model(
+            logits_model.inputs[0], [logits_model.tensors[name], logits_model.outputs[0]]
+        )
         for image, maps in zip(images, results, strict=True):
             x = tf.constant(image[None], tf.float32) / 255.0
             with tf.GradientTape() as tape:
@@ -94,14 +95,16 @@ def test_one_pass_equals_a_pass_per_layer(images):
             weights = tf.reduce_mean(grads, axis=(1, 2))
             expected = tf.nn.relu(tf.einsum("nhwc,nc->nhw", features, weights))[0].numpy()
             np.testing.assert_allclose(maps.cams[0][index], expected, rtol=1e-4, atol=1e-6)
-            np.testing.assert_allclose(maps.activations[index], features[0].numpy(),
-                                       rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(maps.channel_max[index],
-                                       features[0].numpy().max(axis=(0, 1)), rtol=1e-5)
-            np.testing.assert_allclose(maps.channel_mean[index],
-                                       features[0].numpy().mean(axis=(0, 1)), rtol=1e-5)
-            np.testing.assert_allclose(softmax(maps.logits), softmax(logits[0].numpy()),
-                                       rtol=1e-5)
+            np.testing.assert_allclose(
+                maps.activations[index], features[0].numpy(), rtol=1e-5, atol=1e-6
+            )
+            np.testing.assert_allclose(
+                maps.channel_max[index], features[0].numpy().max(axis=(0, 1)), rtol=1e-5
+            )
+            np.testing.assert_allclose(
+                maps.channel_mean[index], features[0].numpy().mean(axis=(0, 1)), rtol=1e-5
+            )
+            np.testing.assert_allclose(softmax(maps.logits), softmax(logits[0].numpy()), rtol=1e-5)
 
 
 def test_only_the_configured_number_of_channels_is_kept(images):

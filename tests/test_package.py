@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from atlas import __version__, resources
+from atlas import __version__
 from atlas.errors import AtlasError
+from atlas.project import resources
 
 pytestmark = pytest.mark.slow
 
@@ -123,8 +124,8 @@ def test_an_installed_wheel_uses_its_own_files(dist, tmp_path):
         capture_output=True,
     )
     script = (
-        "import atlas, atlas.resources as r, atlas.cli as cli\n"
-        "from atlas.config import load_config\n"
+        "import atlas, atlas.project.resources as r, atlas.cli as cli\n"
+        "from atlas.config.load import load_config\n"
         "print(atlas.__file__); print(r.templates()); print(r.default_site())\n"
         "assert cli.main(['new', 'proj']) == 0\n"
         "config = load_config('proj/site_config.yaml')\n"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atlas.config import load_config
-from atlas.render.settings import DEFAULT_LUCID
+from atlas.config.load import load_config
+from atlas.config.methods import DEFAULT_LUCID
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def mobilenet():
-    from atlas.models import load_model
+    from atlas.render.load import load_model
 
     config = load_config(REPO / "site_config.yaml")
     return load_model(config.models[0])
@@ -50,20 +50,29 @@ def test_default_pictures_raise_the_post_activation_objective(mobilenet) -> None
         assert mobilenet.graph.unit_tensor(layer) == f"{layer}_relu"
         runs = {}
         for steps in (0, DEFAULT_LUCID.steps):
-            runs[steps] = [r for batch in render_units(
-                model, units, units, DEFAULT_LUCID, mobilenet.preprocess, max_steps=steps,
-                eval_size=128) for r in batch]
+            runs[steps] = [
+                r
+                for batch in render_units(
+                    model,
+                    units,
+                    units,
+                    DEFAULT_LUCID,
+                    mobilenet.preprocess,
+                    max_steps=steps,
+                    eval_size=128,
+                )
+                for r in batch
+            ]
         for start, end in zip(runs[0], runs[DEFAULT_LUCID.steps], strict=True):
             assert end.own_activation > start.own_activation, (layer, end.unit)
             assert end.own_activation > 0 and not end.dead
 
 
 def test_read_at_conv_reads_the_raw_output() -> None:
-    from atlas.models import load_model
+    from atlas.render.load import load_model
 
     config = load_config(REPO / "site_config.yaml")
-    raw = load_model(config.models[0].__class__(**{**config.models[0].__dict__,
-                                                   "read_at": "conv"}))
+    raw = load_model(config.models[0].__class__(**{**config.models[0].__dict__, "read_at": "conv"}))
     layer = {layer.name: layer for layer in raw.graph.conv_layers}["conv1"]
     assert layer.read_at == "conv1" and layer.read_ops == ()
     pixels = np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)).astype(np.float32)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from sitecheck import files_of
 
-from atlas.cache import Cache, open_cache
-from atlas.remote_cache import MIRROR_ENV, RemoteCache
+from atlas.cache import open_cache
+from atlas.cache.remote import MIRROR_ENV, RemoteCache
+from atlas.cache.store import Cache
 
 pytest.importorskip("fsspec")
 REPO = Path(__file__).resolve().parents[1]

@@ -23,12 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from atlas.cache import Cache, canonical_json
+from atlas.cache.keys import canonical_json
+from atlas.cache.store import Cache
 from atlas.cli import main
-from atlas.config import load_config
-from atlas.dataset import scan_dataset
+from atlas.config.load import load_config
+from atlas.data.images import open_rgb
+from atlas.data.scan import scan_dataset
 from atlas.errors import AtlasError, BadImageError, ConfigError
-from atlas.images import open_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
@@ -198,7 +199,7 @@ def test_config_error_is_one_line_exit_2_and_writes_nothing(small_config, capsys
 def test_every_default_method_parameter_passes_validation(small_config):
     import dataclasses
 
-    from atlas.render.settings import ClassicParams, LucidParams
+    from atlas.config.methods import ClassicParams, LucidParams
 
     def plain(value):
         return list(value) if isinstance(value, tuple) else value

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from atlas import resources
 from atlas.cli import main
-from atlas.config import load_config
+from atlas.config.load import load_config
 from atlas.errors import ConfigError
-from atlas.scaffold import new_project
+from atlas.project import resources
+from atlas.project.new import new_project
 
 REPO = Path(__file__).resolve().parents[1]
 

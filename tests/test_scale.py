@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from sitecheck import edit_config, files_of
 
-from atlas import distribute, estimate
 from atlas.build import BuildOptions, build
 from atlas.cli import main
-from atlas.plan import Job
+from atlas.config import sizes
+from atlas.execute import shards, tasks
+from atlas.plan import estimate
+from atlas.plan.jobs import Job
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
@@ -54,13 +56,13 @@ def without_ledger(files: dict) -> dict:
     ],
 )
 def test_parse_size(text, expected):
-    assert estimate.parse_size(text) == expected
+    assert sizes.parse_size(text) == expected
 
 
 @pytest.mark.parametrize("text", ["lots", "-1MB", "1XB", "", True])
 def test_parse_size_refuses(text):
     with pytest.raises(ValueError):
-        estimate.parse_size(text)
+        sizes.parse_size(text)
 
 
 def test_flops_of_a_conv_by_hand():
@@ -101,19 +103,19 @@ def test_throughput_record_and_estimate():
     assert combined.seconds("unit", 2.0, 1, "other") == (2.0, True)
 
 
-def _task(name: str, gflop: float) -> distribute.Task:
-    return distribute.Task("unit", None, (Job("unit", "m", name * 8),), gflop=gflop)
+def _task(name: str, gflop: float) -> tasks.Task:
+    return tasks.Task("unit", None, (Job("unit", "m", name * 8),), gflop=gflop)
 
 
 def test_split_covers_each_task_once_balanced_and_deterministic():
     throughput = estimate.Throughput({})
     tasks = [_task(chr(97 + i), g) for i, g in enumerate([9, 7, 6, 5, 4, 3, 3, 2, 1, 1])]
-    shares = distribute.split(tasks, 3, throughput)
+    shares = shards.split(tasks, 3, throughput)
     names = sorted(t.name for share in shares for t in share)
     assert names == sorted(t.name for t in tasks)
     loads = [sum(t.gflop for t in share) for share in shares]
     assert max(loads) - min(loads) <= 1  # 41 GFLOP: 14 / 14 / 13
-    assert distribute.split(list(reversed(tasks)), 3, throughput) == shares
+    assert shards.split(list(reversed(tasks)), 3, throughput) == shares
 
 
 @pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/0"])
@@ -135,7 +137,7 @@ def test_plan_counts_jobs_then_cached_without_tensorflow(small_config, tmp_path)
     assert rows[("tiny", "unit")]["gflop"] > 0 and cold["fits"]
     report = build(config, OPTIONS)
     code = (
-        "import json, sys; from atlas.plan_report import run_plan; "
+        "import json, sys; from atlas.prepare import run_plan; "
         "d = json.loads(run_plan(sys.argv[1], as_json=True)); "
         "print(json.dumps([d, 'tensorflow' in sys.modules]))"
     )

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atlas import plan, scores, trimaps
-from atlas.dataset import DatasetImage
+from atlas.analysis import scores
+from atlas.data import masks as trimaps
+from atlas.data.scan import DatasetImage
+from atlas.plan import select
 
 PET, BACK, EDGE = scores.PET, scores.BACKGROUND, scores.BORDER
 
@@ -74,9 +76,9 @@ def test_faithfulness_photos_go_round_the_breeds_trimaps_first():
         _image(n, b) for n, b in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b"), ("c1", "c")]
     ]
     trimaps = {"a2": Path("a2.png"), "b1": Path("b1.png")}
-    assert plan.faithfulness_images(images, trimaps, 4) == ["a2", "b1", "c1", "a1"]
-    assert plan.faithfulness_images(images, trimaps, 0) == []
-    assert len(plan.faithfulness_images(images, trimaps, 99)) == 5
+    assert select.faithfulness_images(images, trimaps, 4) == ["a2", "b1", "c1", "a1"]
+    assert select.faithfulness_images(images, trimaps, 0) == []
+    assert len(select.faithfulness_images(images, trimaps, 99)) == 5
 
 
 def test_find_trimaps_beside_the_list(tmp_path):

@@ -10,7 +10,7 @@ from types import SimpleNamespace as NS
 import pytest
 from sitecheck import REPO, small_site
 
-from atlas.search import INDEX_PATH, build_index, index_script
+from atlas.site.search import INDEX_PATH, build_index, index_script
 
 
 def _read_index(site: Path) -> dict:

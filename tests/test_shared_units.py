@@ -82,7 +82,7 @@ def test_the_plan_counts_shared_units_once(tmp_path, small_config) -> None:
     model that has them, not twice: the compute and site size a build really has."""
     import json
 
-    from atlas.plan_report import run_plan
+    from atlas.prepare import run_plan
 
     _models(tmp_path, changed=True)
     table = json.loads(run_plan(_config(tmp_path, small_config), as_json=True))

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from sitecheck import REPO, check_site, small_config, small_site
 
 from atlas.errors import AtlasError
-from atlas.site import MARKER, Page, Slugs, environment, render_pages, url, write_site
+from atlas.site.publish import write_site
+from atlas.site.writer import MARKER, Page, Slugs, environment, render_pages, url
 
 HOSTILE = '<b>&"é'
 
@@ -147,7 +148,7 @@ def test_refuses_to_replace_a_folder_it_did_not_make(tmp_path, monkeypatch):
     output = tmp_path / "site"
     output.mkdir()
     (output / "precious.txt").write_text("keep me")
-    monkeypatch.setattr("atlas.pages.collect_pages", lambda context, assets: ([], {}))
+    monkeypatch.setattr("atlas.site.pages.collect_pages", lambda context, assets: ([], {}))
     with pytest.raises(AtlasError, match="not made by atlas"):
         write_site(_Config(output))
     assert (output / "precious.txt").read_text() == "keep me"
@@ -162,7 +163,7 @@ def test_failed_render_keeps_the_old_site(tmp_path, monkeypatch):
     def broken(context, assets):
         return [Page("index.html", "no-such-template.html", "t", {})], {}
 
-    monkeypatch.setattr("atlas.pages.collect_pages", broken)
+    monkeypatch.setattr("atlas.site.pages.collect_pages", broken)
     with pytest.raises(Exception, match="no-such-template"):
         write_site(_Config(output))
     assert (output / "index.html").read_text() == "old site"
@@ -175,7 +176,7 @@ def test_swap_replaces_an_atlas_site(tmp_path, monkeypatch):
     (output / MARKER).write_text("")
     (output / "stale.html").write_text("old")
     monkeypatch.setattr(
-        "atlas.pages.collect_pages",
+        "atlas.site.pages.collect_pages",
         lambda context, assets: (
             [Page("index.html", "404.html", "t", {})],
             {"title": "t", "base_path": "", "version": "0", "models": [], "timestamp": None},

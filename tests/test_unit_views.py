@@ -1,5 +1,5 @@
 """Unit pages like Distill's appendix: negative and diversity pictures, most and least
-exciting photos, class selectivity and ``render.unit_views`` (atlas.unit_views)."""
+exciting photos, class selectivity and ``render.unit_views`` (atlas.analysis.unit_views)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import pytest
 import yaml
 from sitecheck import check_site
 
+from atlas.analysis.unit_views import most_and_least, nearest
 from atlas.build import BuildOptions, build
+from atlas.config.views import costly_units
 from atlas.render.objectives import group_batches
-from atlas.unit_views import costly_units, most_and_least, nearest
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
@@ -164,7 +165,7 @@ def test_bad_unit_views_exit_2_with_one_line(small_config, value, fragment):
 
 
 def test_a_model_overrides_unit_views(small_config):
-    from atlas.config import load_config
+    from atlas.config.load import load_config
 
     config = small_config(render={"unit_views": {"units": 2}})
     data = yaml.safe_load(config.read_text())
@@ -197,7 +198,8 @@ def _photo_means(config: Path, layer: str) -> dict[str, np.ndarray]:
     conv layers carry their activation: read at their output)."""
     import keras
 
-    from atlas.dataset import iter_batches, scan_dataset
+    from atlas.data.batches import iter_batches
+    from atlas.data.scan import scan_dataset
 
     model = keras.saving.load_model(config.parent / "tiny.keras", safe_mode=True)
     sub = keras.Model(model.input, model.get_layer(layer).output)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sitecheck import edit_config
 
-from atlas import resources
 from atlas.build import BuildOptions
-from atlas.serve import VERSION_PATH
+from atlas.project import resources
+from atlas.site.serve import VERSION_PATH
 from atlas.watch import LiveSite
 
 pytestmark = pytest.mark.slow

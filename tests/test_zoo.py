@@ -39,11 +39,12 @@ import yaml
 from conftest import DATA, config_dict, copy_images
 from sitecheck import check_site
 
-from atlas import plan
-from atlas.breeds import load_breeds, load_class_index
 from atlas.cache import open_cache
-from atlas.config import APPLICATIONS, ModelConfig, RenderSettings, load_config
-from atlas.labels import breed_order
+from atlas.config.load import load_config
+from atlas.config.settings import APPLICATIONS, ModelConfig, RenderSettings
+from atlas.data.breeds import load_breeds, load_class_index
+from atlas.model.labels import breed_order
+from atlas.plan import jobs as plan
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +99,7 @@ def application_config(application: str) -> ModelConfig:
 
 def facts_of(application: str) -> dict:
     """Load one application and return its facts (as a build caches them for planning)."""
-    from atlas.models import load_model
+    from atlas.render.load import load_model
     from atlas.render.run import model_facts
 
     loaded = load_model(application_config(application))

@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from atlas._tensorflow import tf
-from atlas.plan import CAM_METHODS
+from atlas.plan.jobs import CAM_METHODS
+from atlas.render._tensorflow import tf
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import subprocess
 
 import numpy as np
 
-from atlas._tensorflow import keras, tf
+from atlas.render._tensorflow import keras, tf
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Scores of every layer's class activation maps for one photo (the ``scores`` jobs).
 
 Localisation needs only the cached maps and the photo's trimap; faithfulness (deletion and
-insertion, see ``atlas.scores``) runs the model on the photo with its pixels removed or
+insertion, see ``atlas.analysis.scores``) runs the model on the photo with its pixels removed or
 added in the order of each map, every curve of every layer and method batched into
 fixed-size forward passes (``cams.Feed``).
 """
@@ -16,14 +16,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
-from atlas import scores
-from atlas._tensorflow import tf
-from atlas.cache import Cache
-from atlas.dataset import DatasetImage, iter_batches
-from atlas.models import LoadedModel
-from atlas.plan import Job
+from atlas.analysis import scores
+from atlas.cache.store import Cache
+from atlas.data.batches import iter_batches
+from atlas.data.scan import DatasetImage
+from atlas.plan.jobs import Job
+from atlas.render._tensorflow import tf
 from atlas.render.cams import SCORE_BATCH, Feed
 from atlas.render.device import forward_batch
+from atlas.render.load import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,9 @@ def run_scores(
         if job.extra["trimap"] is not None:
             trimap = scores.load_trimap(job.extra["trimap"])
             weight = scores.pet_weight(trimap)
-            located = {m: [scores.localisation(cam, trimap, weight) for cam in maps[m]]
-                       for m in maps}
+            located = {
+                m: [scores.localisation(cam, trimap, weight) for cam in maps[m]] for m in maps
+            }
             meta["energy"] = {m: [round(s, 5) for s, _ in v] for m, v in located.items()}
             meta["pointing"] = {m: [int(hit) for _, hit in v] for m, v in located.items()}
         if job.extra["faithful"] and job.image in photos:

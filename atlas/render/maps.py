@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from atlas._tensorflow import keras, tf
+from atlas.render._tensorflow import keras, tf
 from atlas.render.cams import SCORE_BATCH, ScoreCam, gradient_cams
 from atlas.render.device import forward_batch
 

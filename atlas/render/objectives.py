@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from atlas._tensorflow import tf
+from atlas.render._tensorflow import tf
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ of high frequencies winning) and a decorrelated colour space (so the optimiser d
 push the strongly correlated RGB channels apart into rainbow noise).
 
 The frozen parameter values of both rendering methods and their presets live in
-:mod:`atlas.render.settings` (no TensorFlow there: planning hashes them).
+:mod:`atlas.config.methods` (no TensorFlow there: planning hashes them).
 
 Each image of a batch is parameterized independently: the initial values come from the
 image's own seed, so a unit renders the same picture alone or in a batch.
@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from atlas._tensorflow import tf
+from atlas.render._tensorflow import tf
 
 log = logging.getLogger(__name__)
 

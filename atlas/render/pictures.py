@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from atlas.cache import Cache
-from atlas.images import encode_webp
-from atlas.plan import ENCODING, PICTURE_KINDS, Job
+from atlas.cache.store import Cache
+from atlas.data.images import encode_webp
+from atlas.plan.jobs import ENCODING, PICTURE_KINDS, Job
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from atlas import draw
-from atlas._tensorflow import tf
-from atlas.cache import Cache
-from atlas.dataset import DatasetImage, iter_batches
-from atlas.images import encode_png, encode_webp
-from atlas.models import LoadedModel
-from atlas.plan import ENCODING, Job
+from atlas.cache.store import Cache
+from atlas.data.batches import iter_batches
+from atlas.data.images import encode_png, encode_webp
+from atlas.data.scan import DatasetImage
+from atlas.plan.jobs import ENCODING, Job
+from atlas.render import draw
+from atlas.render._tensorflow import tf
+from atlas.render.load import LoadedModel
 from atlas.render.maps import MapRenderer, softmax, unit_maps
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ def _image_assets(
         "method_peaks": method_peaks,
         "scorecam_channels": render.scorecam_channels if "scorecam" in method_peaks else 0,
         "top": [int(i) for i in np.argsort(-maps.logits, kind="stable")[:5]]
-        if maps.logits.size else [],
+        if maps.logits.size
+        else [],
         "channel_max": [_round(m) for m in maps.channel_max],
         "channel_mean": [_round(m) for m in maps.channel_mean],
         "shapes": [list(a.shape[:2]) for a in maps.activations],
@@ -207,8 +209,11 @@ def unit_groups(prefix: Sequence[float], units: Sequence[int], steps: int) -> li
         in_run = 0
         for start in range(end - 1, -1, -1):
             in_run += units[start]
-            cost = (best[start] + TRACE_SECONDS
-                    + in_run * steps * prefix[end - 1] / FORWARD_FLOPS_PER_SECOND)
+            cost = (
+                best[start]
+                + TRACE_SECONDS
+                + in_run * steps * prefix[end - 1] / FORWARD_FLOPS_PER_SECOND
+            )
             if cost < best[end]:
                 best[end], cut[end] = cost, start
     runs, end = [], count
@@ -220,7 +225,7 @@ def unit_groups(prefix: Sequence[float], units: Sequence[int], steps: int) -> li
 
 def _unit_renderers(loaded: LoadedModel, params: object) -> dict[str, tuple]:
     """Layer name -> (the renderer of its run, its output index); built once per model."""
-    from atlas import estimate
+    from atlas.plan import estimate
     from atlas.render import filters
 
     precision = loaded.config.render.precision
@@ -228,18 +233,26 @@ def _unit_renderers(loaded: LoadedModel, params: object) -> dict[str, tuple]:
     if key in loaded.renderers:
         return loaded.renderers[key]
     layers = loaded.conv_layers()
-    facts = {"input_size": list(loaded.input_size),
-             "layers": [layer.to_dict() for layer in loaded.graph.layers]}
+    facts = {
+        "input_size": list(loaded.input_size),
+        "layers": [layer.to_dict() for layer in loaded.graph.layers],
+    }
     prefix = estimate.prefix_flops(facts)
     cap = loaded.config.render.units_per_layer
     units = [min(layer.channels or 1, cap or layer.channels or 1) for layer in layers]
-    runs = unit_groups([prefix.get(layer.name, 0.0) for layer in layers], units,
-                       estimate.unit_steps(params))
+    runs = unit_groups(
+        [prefix.get(layer.name, 0.0) for layer in layers], units, estimate.unit_steps(params)
+    )
     result = {}
     for run in runs:
         names = [layers[i].name for i in run]
-        renderer = filters.UnitRenderer(loaded.features_model(names), params, loaded.preprocess,
-                                        eval_size=loaded.input_size[0], precision=precision)
+        renderer = filters.UnitRenderer(
+            loaded.features_model(names),
+            params,
+            loaded.preprocess,
+            eval_size=loaded.input_size[0],
+            precision=precision,
+        )
         result.update({name: (renderer, index) for index, name in enumerate(names)})
     log.debug("%s: unit renderers for %s", loaded.config.id, [len(run) for run in runs])
     loaded.renderers[key] = result
@@ -267,9 +280,16 @@ def run_units(
         if job.layer not in renderers:  # not a selected layer: a renderer of its own
             from atlas.render import filters
 
-            renderers[job.layer] = (filters.UnitRenderer(
-                loaded.feature_model(job.layer), params, loaded.preprocess,
-                eval_size=loaded.input_size[0], precision=loaded.config.render.precision), 0)
+            renderers[job.layer] = (
+                filters.UnitRenderer(
+                    loaded.feature_model(job.layer),
+                    params,
+                    loaded.preprocess,
+                    eval_size=loaded.input_size[0],
+                    precision=loaded.config.render.precision,
+                ),
+                0,
+            )
         renderer, index = renderers[job.layer]
         owner[id(renderer)] = renderer
         by_renderer[id(renderer)].append((index, job))
@@ -315,8 +335,9 @@ def run_exemplars(
         for (unit, name), values in zip(pairs, maps, strict=True):
             rank = len(index.setdefault(str(unit), []))
             peak = float(values.max())
-            index[str(unit)].append({"image": name, "max": round(peak, 5),
-                                     "mean": round(float(values.mean()), 5)})
+            index[str(unit)].append(
+                {"image": name, "max": round(peak, 5), "mean": round(float(values.mean()), 5)}
+            )
             if values.shape[0] > 1 or values.shape[1] > 1:
                 scaled = draw.map_to_png_array(np.maximum(values, 0))
                 files[f"u{unit}_{rank}.png"] = encode_png(draw.colorize(scaled / 255.0, "viridis"))

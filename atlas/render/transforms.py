@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from atlas._tensorflow import tf
+from atlas.render._tensorflow import tf
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What the numbers say, in NumPy alone: accuracy, CAM scores, exemplars, selectivity."""

@@ -1,0 +1,1 @@
+"""Pure planning: config + model facts + dataset -> jobs with cache keys, estimates, checks."""

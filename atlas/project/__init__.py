@@ -1,0 +1,1 @@
+"""A project on disk: `atlas new`, the folder markers, the packaged resources."""

@@ -1,0 +1,1 @@
+"""The site: one module per page kind, the writer, search, charts, serve."""

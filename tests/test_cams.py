@@ -44,7 +44,11 @@ def setup():
     model = tiny_conv_model(SIZE, classes=10, seed=3)
     graph = flatten_model(model)  # drops the final softmax: the model outputs logits
     renderer = MapRenderer(
-        graph.submodel(LAYERS, with_logits=True), lambda x: x / 255.0, 4, score_channels=K
+        graph.submodel(LAYERS, with_logits=True),
+        lambda x: x / 255.0,
+        4,
+        score_channels=K,
+        probabilities=graph.probabilities,
     )
     images = np.random.default_rng(1).integers(0, 256, (3, SIZE, SIZE, 3)).astype(np.uint8)
     results = renderer.run(images, [7, -1, 2])

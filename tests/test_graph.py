@@ -305,8 +305,12 @@ def test_keras_file_loads_in_safe_mode(shipped_model_config, tiny_keras_file, ti
     assert loaded.input_size == (32, 32)
     assert [f.name for f in loaded.conv_layers()] == ["conv", "depthwise", "separable"]
     assert loaded.random_weights is False  # a .keras file's own weights are trained weights
-    logits = np.asarray(loaded.keras_model(loaded.preprocess(images)))
+    logits = np.asarray(loaded.logits_model()(loaded.preprocess(images)))
     np.testing.assert_allclose(softmax(logits), reference, rtol=1e-5, atol=1e-7)
+    # the user's model itself still ends in its softmax: atlas took the head off in its
+    # own graph, not on the model
+    own = np.asarray(loaded.keras_model(loaded.preprocess(images)))
+    np.testing.assert_allclose(own, reference, rtol=1e-5, atol=1e-7)
 
 
 def test_keras_file_preprocess_mode_is_applied(shipped_model_config, tiny_keras_file):

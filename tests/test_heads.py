@@ -116,6 +116,90 @@ def test_heads_are_told_apart(make, head, classes):
     assert (graph.head, graph.classes) == (head, classes)
 
 
+def any_head(kind: str) -> keras.Model:
+    """A tiny classifier with one of the heads users bring (softmax in its three forms,
+    logits, multi-label sigmoid, and the two binary heads)."""
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    width = 1 if kind.startswith("binary") else 4
+    activation = {"dense-softmax": "softmax", "sigmoid": "sigmoid", "binary-sigmoid": "sigmoid"}
+    y = keras.layers.Dense(width, activation=activation.get(kind), name="head")(x)
+    if kind == "softmax-layer":
+        y = keras.layers.Softmax(name="probabilities")(y)
+    elif kind == "activation-softmax":
+        y = keras.layers.Activation("softmax", name="probabilities")(y)
+    return keras.Model(inputs, y, name=kind.replace("-", "_"))
+
+
+HEAD_KINDS = [
+    "softmax-layer",
+    "activation-softmax",
+    "dense-softmax",
+    "logits",
+    "sigmoid",
+    "binary-sigmoid",
+    "binary-logits",
+]
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_walking_a_model_leaves_it_unchanged(kind):
+    """The head is taken off in atlas's own graph: the user's model and its layers keep
+    their config and give the same outputs after the walk (no attribute is set on them)."""
+    model = any_head(kind)
+    images = np.random.default_rng(3).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.float32)
+    config, before = model.get_config(), np.asarray(model(images))
+    activations = {layer.name: getattr(layer, "activation", None) for layer in model.layers}
+    graph = flatten_model(model)
+    flatten_model(model, free_size=True)
+    assert model.get_config() == config
+    assert {layer.name: getattr(layer, "activation", None) for layer in model.layers} == activations
+    np.testing.assert_array_equal(np.asarray(model(images)), before)
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_probabilities_come_from_the_models_own_head(kind):
+    """atlas's logits, through its one probability function, give what the model itself
+    outputs: a softmax or sigmoid applied once; a binary head's two classes [1 - p, p]."""
+    model = any_head(kind)
+    images = np.random.default_rng(4).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.float32)
+    own = np.asarray(model(images), np.float64)
+    graph = flatten_model(model)
+    logits = np.asarray(graph.logits_model()(images))
+    probabilities = graph.probabilities(logits)
+    if kind == "logits":
+        exp = np.exp(own - own.max(axis=1, keepdims=True))
+        expected = exp / exp.sum(axis=1, keepdims=True)
+    elif kind == "binary-logits":
+        p = 1 / (1 + np.exp(-own[:, 0]))
+        expected = np.stack([1 - p, p], axis=1)
+    elif kind == "binary-sigmoid":
+        expected = np.concatenate([1 - own, own], axis=1)
+    else:
+        expected = own
+    assert graph.classes == expected.shape[1]
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    tensor = np.asarray(graph.probabilities(keras.ops.convert_to_tensor(logits)))
+    np.testing.assert_allclose(tensor, expected, rtol=1e-4, atol=1e-6)
+    if kind.startswith("binary"):  # the first class's score is the negated logit
+        np.testing.assert_allclose(logits[:, 0], -logits[:, 1], rtol=1e-6)
+
+
+def test_a_loaded_file_model_is_unchanged_by_atlas(tmp_path):
+    """Loaded from a .keras file and walked by load_model: the model atlas keeps gives
+    what Keras alone gives for the same file."""
+    model = any_head("dense-softmax")
+    path = own_models.save(model, tmp_path, "dense")
+    images = np.random.default_rng(5).integers(0, 256, (3, SIZE, SIZE, 3)).astype(np.float32)
+    reference = np.asarray(keras.saving.load_model(path, compile=False)(images))
+    loaded = load_model(file_config(path, id="dense"))
+    np.testing.assert_allclose(np.asarray(loaded.keras_model(images)), reference, rtol=1e-6)
+    assert reference.sum(axis=1) == pytest.approx(np.ones(3), abs=1e-5)  # still a softmax
+
+
 # -- graphs atlas refuses -----------------------------------------------------------------------
 
 

@@ -11,9 +11,14 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from atlas.render.graph import flatten_model  # noqa: E402
-from atlas.render.maps import MapRenderer, softmax, unit_maps  # noqa: E402
+from atlas.render.maps import MapRenderer, unit_maps  # noqa: E402
 
 SIZE = 32
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def left_half_model() -> keras.Model:

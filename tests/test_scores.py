@@ -27,7 +27,8 @@ def test_energy_share_counts_the_border_at_half_and_the_peak_for_pointing():
     assert scores.localisation(off, trimap) == (pytest.approx(0.0), False)
     border_peak = np.array([[0.0, 0.1, 1.0, 0.2]] * 4)
     assert scores.localisation(border_peak, trimap)[1] is True
-    assert scores.localisation(np.zeros((2, 2)), trimap) == (0.0, False)  # shows nothing
+    with pytest.raises(ValueError, match="empty map"):  # undefined, not a score of 0
+        scores.localisation(np.zeros((2, 2)), trimap)
     weight = scores.pet_weight(trimap)  # given once per photo: the same numbers
     assert scores.localisation(even, trimap, weight) == scores.localisation(even, trimap)
 

@@ -5,9 +5,11 @@ are rendered (``atlas.render.faith``), and summarised here for the model page.
 
 - **Localisation** against the Oxford-IIIT Pet trimaps (1 pet, 2 background, 3 border):
   the share of the map's energy on the pet, counting the border at one half, and the
-  pointing game, a hit when the map's peak lies on the pet or its border. A map with no
-  energy at all localises nothing: share 0, a miss. Photos without a trimap are left out
-  and counted.
+  pointing game, a hit when the map's peak lies on the pet or its border. Photos without a
+  trimap are left out and counted.
+- **Empty maps**: a map that is all zero or constant (Grad-CAM with no positive evidence at
+  a layer) has no localisation and no deletion order: its scores are undefined (None), left
+  out of the layer's means and counted, never taken as a score of 0.
 - **Faithfulness** (Petsiuk et al. 2018, RISE): the class probability as the most salient
   pixels are deleted (set to black) or inserted (into a blurred copy), in ``STEPS`` equal
   steps; the area under each curve. Low deletion and high insertion AUCs are better.
@@ -72,7 +74,7 @@ def localisation(
     values = np.maximum(resize_map(cam, trimap.shape), 0.0)
     total = float(values.sum())
     if total <= 0:
-        return 0.0, False
+        raise ValueError("an empty map has no localisation (leave it out: see is_empty)")
     weight = pet_weight(trimap) if weight is None else weight
     share = float((values * weight).sum() / total)
     peak = np.unravel_index(int(np.argmax(values)), values.shape)
@@ -91,7 +93,8 @@ def summarise(
     entries: Sequence[dict], layers: int, methods: Sequence[str]
 ) -> dict[str, dict[str, list[tuple[float | None, int]]]]:
     """Per metric, method and layer: (mean over photos, how many photos), from the
-    per-photo score records (``meta`` of the scores jobs)."""
+    per-photo score records (``meta`` of the scores jobs). Undefined scores (None: the
+    photo's map at that layer was empty) are left out of both."""
     table: dict[str, dict[str, list[tuple[float | None, int]]]] = {}
     for metric in METRICS:
         table[metric] = {}
@@ -101,11 +104,26 @@ def summarise(
                 values = [
                     float(entry[metric][method][layer])
                     for entry in entries
-                    if entry.get(metric) and method in entry[metric]
+                    if entry.get(metric)
+                    and method in entry[metric]
+                    and entry[metric][method][layer] is not None
                 ]
                 column.append((float(np.mean(values)) if values else None, len(values)))
             table[metric][method] = column
     return table
+
+
+def empty_counts(
+    entries: Sequence[dict], layers: int, methods: Sequence[str]
+) -> dict[str, list[int]]:
+    """Per method and layer, how many photos' maps were empty (their scores undefined)."""
+    return {
+        method: [
+            sum(1 for entry in entries if (entry.get("empty") or {}).get(method, [0] * layers)[i])
+            for i in range(layers)
+        ]
+        for method in methods
+    }
 
 
 def best_cells(table: dict, metric: str) -> set[tuple[str, int]]:
@@ -124,14 +142,21 @@ def best_cells(table: dict, metric: str) -> set[tuple[str, int]]:
 
 
 def score_view(
-    records: Sequence[dict], layer_names: Sequence[str], methods: Sequence[str], detailed: int
+    records: Sequence[dict],
+    layer_names: Sequence[str],
+    methods: Sequence[str],
+    detailed: int,
+    faithful_photos: Sequence[tuple[str, str | None]] = (),
 ) -> dict | None:
     """What the model page shows: the table (rows: layers; per method the four metrics,
-    each a mean and how many photos it rests on), the best cells, and the photo counts.
+    each a mean and how many photos it rests on), the best cells, the photo counts, the
+    empty maps left out, and the photos the deletion/insertion curves were run on.
 
     Args:
         records: the scores entries' ``meta`` of this model's photos.
         detailed: how many detailed photos there are (those without a trimap are counted).
+        faithful_photos: (name, image page path) of each photo with deletion/insertion
+            curves.
     """
     if not records:
         return None
@@ -145,6 +170,8 @@ def score_view(
         "trimaps": located,
         "without_trimap": detailed - located,
         "faithful": sum(1 for record in records if record.get("deletion")),
+        "faithful_photos": list(faithful_photos),
+        "empty": empty_counts(records, len(layer_names), methods),
         "steps": STEPS,
         "chart": chart_svg(table["energy"], layer_names),
     }

@@ -88,15 +88,22 @@ class ScoreCam:
 
     Args:
         classify: preprocessed input -> logits (a Keras model or any callable).
+        probabilities: logits -> class probabilities (:meth:`FlatGraph.probabilities`).
         channels: ``k``, the channels kept per image and layer.
         batch: masked inputs per forward pass (at most :data:`SCORE_BATCH`).
     """
 
-    def __init__(self, classify: Callable, channels: int, batch: int = SCORE_BATCH):
+    def __init__(
+        self,
+        classify: Callable,
+        channels: int,
+        batch: int,
+        probabilities: Callable,
+    ):
         self.channels = channels
         self.batch = batch
         self._forward = tf.function(
-            lambda x: tf.nn.softmax(classify(x, training=False), axis=-1),
+            lambda x: probabilities(classify(x, training=False)),
             reduce_retracing=True,
         )
 

@@ -32,6 +32,11 @@ def colorize(values: np.ndarray, name: str) -> np.ndarray:
     return _lut(name)[index]
 
 
+# A channel whose spread is below this share of its layer's is drawn flat: stretching it
+# to full contrast would draw float noise (which differs with thread counts and executors).
+FLAT_SHARE = 1e-3
+
+
 def standardize_channels(maps: np.ndarray) -> np.ndarray:
     """The classic recipe per channel: zero mean, unit std, x64 + 128, clipped to [0, 1].
 
@@ -39,12 +44,15 @@ def standardize_channels(maps: np.ndarray) -> np.ndarray:
         maps: (height, width, channels) activations.
 
     Returns:
-        float32 array of the same shape in [0, 1]; a constant channel becomes 0.5.
+        float32 array of the same shape in [0, 1]; a channel that is constant, or whose
+        spread is negligible against the layer's (:data:`FLAT_SHARE`), becomes 0.5.
     """
     maps = maps.astype(np.float32)
     mean = maps.mean(axis=(0, 1), keepdims=True)
     std = maps.std(axis=(0, 1), keepdims=True)
     scaled = (maps - mean) / (std + 1e-5) * 64.0 + 128.0
+    flat = std <= FLAT_SHARE * float(maps.std())
+    scaled = np.where(flat, np.float32(128.0), scaled)
     return np.clip(scaled, 0, 255) / 255.0
 
 

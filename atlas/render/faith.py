@@ -67,6 +67,12 @@ def curve_inputs(
     return deletion.reshape(shape), insertion.reshape(shape)
 
 
+def is_empty(cam: np.ndarray) -> bool:
+    """Whether a map says nothing: all zero or constant (Grad-CAM with no positive
+    evidence at a layer). Its scores are undefined, not zero: left out of the means."""
+    return bool(cam.size == 0 or float(cam.max()) <= float(cam.min()))
+
+
 def faithfulness(
     probabilities: Callable[[Feed], np.ndarray],
     feed: Feed,
@@ -81,7 +87,8 @@ def faithfulness(
         probabilities: runs what was fed and returns every input's class probabilities.
         feed: the batching feed the curves' inputs go into.
         photo: the photo at the model's input size, uint8 (H, W, 3).
-        maps: method -> per layer (h, w) map.
+        maps: method -> per layer (h, w) map; an empty map (:func:`is_empty`) gets no
+            curve and None for its AUCs.
         class_index: the class whose probability is followed (the maps' class).
     """
     blurred = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(BLUR_RADIUS)))
@@ -89,20 +96,25 @@ def faithfulness(
     order = []
     for method, per_layer in maps.items():
         for layer, cam in enumerate(per_layer):
+            if is_empty(cam):
+                continue
             saliency = scores.resize_map(cam, photo.shape[:2])
             deletion, insertion = curve_inputs(photo, saliency, blurred, steps)
             feed.add(tf.constant(np.concatenate([deletion, insertion]), tf.float32))
             order.append((method, layer))
     followed = probabilities(feed)[:, class_index]
     full, black, blur = followed[:3]
-    result: dict[str, dict[str, list[float]]] = {"deletion": {}, "insertion": {}}
+    result: dict[str, dict[str, list[float | None]]] = {
+        "deletion": {m: [None] * len(v) for m, v in maps.items()},
+        "insertion": {m: [None] * len(v) for m, v in maps.items()},
+    }
     inner = steps - 1
-    for position, (method, _) in enumerate(order):
+    for position, (method, layer) in enumerate(order):
         block = followed[3 + 2 * inner * position : 3 + 2 * inner * (position + 1)]
         deletion = [full, *block[:inner], black]
         insertion = [blur, *block[inner:], full]
-        result["deletion"].setdefault(method, []).append(round(scores.area_under(deletion), 5))
-        result["insertion"].setdefault(method, []).append(round(scores.area_under(insertion), 5))
+        result["deletion"][method][layer] = round(scores.area_under(deletion), 5)
+        result["insertion"][method][layer] = round(scores.area_under(insertion), 5)
     return result
 
 
@@ -114,9 +126,9 @@ def run_scores(
     progress: Callable[[int], None],
 ) -> None:
     """Localisation and (for the chosen photos) faithfulness of every layer and method."""
-    model = loaded.keras_model
+    model = loaded.logits_model()
     forward = tf.function(
-        lambda x: tf.nn.softmax(model(loaded.preprocess(x), training=False), axis=-1),
+        lambda x: loaded.probabilities(model(loaded.preprocess(x), training=False)),
         reduce_retracing=True,
     )
     per_pass = forward_batch(model, loaded.input_size[0], SCORE_BATCH)
@@ -132,14 +144,9 @@ def run_scores(
         layers, methods = len(entry.meta["shapes"]), job.extra["methods"]
         maps = cached_maps(entry, layers, methods)
         meta: dict = {"class": entry.meta["cam_classes"][0], "layers": layers}
+        meta["empty"] = {m: [int(is_empty(cam)) for cam in maps[m]] for m in maps}
         if job.extra["trimap"] is not None:
-            trimap = scores.load_trimap(job.extra["trimap"])
-            weight = scores.pet_weight(trimap)
-            located = {
-                m: [scores.localisation(cam, trimap, weight) for cam in maps[m]] for m in maps
-            }
-            meta["energy"] = {m: [round(s, 5) for s, _ in v] for m, v in located.items()}
-            meta["pointing"] = {m: [int(hit) for _, hit in v] for m, v in located.items()}
+            meta.update(_localisation(maps, scores.load_trimap(job.extra["trimap"])))
         if job.extra["faithful"] and job.image in photos:
             feed = Feed(forward, per_pass)
             meta.update(
@@ -148,3 +155,16 @@ def run_scores(
         meta["seconds"] = round(time.perf_counter() - start, 3)
         cache.put(job.key, meta)
         progress(1)
+
+
+def _localisation(maps: dict[str, list[np.ndarray]], trimap: np.ndarray) -> dict:
+    """Energy on the pet and the pointing game of each map; None for an empty map."""
+    weight = scores.pet_weight(trimap)
+    energy: dict[str, list] = {}
+    pointing: dict[str, list] = {}
+    for method, per_layer in maps.items():
+        for cam in per_layer:
+            share, hit = (None, None) if is_empty(cam) else scores.localisation(cam, trimap, weight)
+            energy.setdefault(method, []).append(None if share is None else round(share, 5))
+            pointing.setdefault(method, []).append(None if hit is None else int(hit))
+    return {"energy": energy, "pointing": pointing}

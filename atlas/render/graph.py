@@ -51,8 +51,12 @@ class FlatGraph:
         outputs: the model's outputs, with a final softmax removed (logits).
         tensors: qualified operation name -> that operation's symbolic output.
         layers: facts for every operation, in call order.
-        head: ``"softmax"`` (a softmax was taken off), ``"logits"`` (a linear classifier
-            output) or None (a feature extractor: no classes).
+        head: ``"softmax"`` or ``"sigmoid"`` (that final activation was taken off),
+            ``"logits"`` (a linear classifier output) or None (a feature extractor: no
+            classes).
+        binary: the model has one output (a binary classifier, sigmoid or logits, as in
+            the keras.io recipe): ``outputs`` are then atlas's two logits ``[-z, z]``, the
+            first class's score the negated logit.
     """
 
     inputs: list
@@ -60,6 +64,29 @@ class FlatGraph:
     tensors: dict[str, object] = field(default_factory=dict)
     layers: list[LayerFacts] = field(default_factory=list)
     head: str | None = None
+    binary: bool = False
+
+    @property
+    def independent(self) -> bool:
+        """Whether each class's probability is the sigmoid of its own logit (a sigmoid or
+        binary head) rather than the softmax over all logits."""
+        return self.head == "sigmoid" or self.binary
+
+    def probabilities(self, logits):
+        """Class probabilities from this graph's logits: the one place atlas turns logits
+        into probabilities, as the model's own head does (softmax, or the sigmoid of each
+        logit; for a binary head ``[1 - p, p]``). NumPy in, float64 NumPy out; a tensor
+        in, a tensor out.
+        """
+        if isinstance(logits, np.ndarray):
+            logits = logits.astype(np.float64)
+            if self.independent:
+                return 1.0 / (1.0 + np.exp(-logits))
+            exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            return exp / exp.sum(axis=-1, keepdims=True)
+        if self.independent:
+            return keras.ops.sigmoid(logits)
+        return keras.ops.softmax(logits, axis=-1)
 
     @property
     def conv_layers(self) -> list[LayerFacts]:
@@ -120,6 +147,15 @@ class FlatGraph:
         return keras.Model(self.inputs[0], outputs)
 
 
+class _TwoClasses(keras.layers.Layer):
+    """A one-output (binary) head's logit ``z`` as two class scores ``[-z, z]``: the
+    second class is the one the model's output says (Keras' binary labels), and its
+    probabilities ``sigmoid([-z, z])`` are ``[1 - p, p]``."""
+
+    def call(self, logit):
+        return keras.ops.concatenate([-logit, logit], axis=-1)
+
+
 class _Redirect(keras.layers.Layer):
     """The unit tensor forward; backward, also :data:`REDIRECT` times its gradient into
     the activation's input where that is negative (see :meth:`FlatGraph.ascent_model`)."""
@@ -175,13 +211,16 @@ def flatten_model(
     graph = FlatGraph(inputs=inputs, outputs=outputs)
     graph.tensors = {node.name: node.output for node in tracer.nodes}
     graph.head = _head(tracer, outputs)
+    if graph.head and outputs and outputs[0].shape[-1] == 1:
+        graph.binary = True
+        graph.outputs = [_TwoClasses(name="atlas__two_classes")(outputs[0])]
     graph.layers = _facts(tracer, read_at)
     return graph
 
 
 def _head(tracer: Tracer, outputs: list) -> str | None:
     if tracer.stripped:
-        return "softmax"
+        return tracer.stripped
     if not outputs or len(outputs[0].shape) != 2:
         return None
     producers = {id(node.output): node for node in tracer.nodes}

@@ -80,7 +80,9 @@ class LoadedModel:
 
     Attributes:
         config: the model's config entry.
-        keras_model: the Keras model, its final softmax removed (it outputs logits).
+        keras_model: the user's Keras model, exactly as loaded (atlas never changes it:
+            its output may be probabilities). Class scores come from the flat graph:
+            :meth:`logits_model` and :meth:`probabilities`.
         graph: the flattened graph: any layer's output as a model output.
         preprocess: raw RGB pixels in [0, 255] (float tensor) -> the model's input.
         input_size: (height, width) the images are resized to.
@@ -97,6 +99,15 @@ class LoadedModel:
     # Compiled unit renderers, kept for the model's life in this process: one trace per
     # model and method, however many tasks render its units.
     renderers: dict = field(default_factory=dict)
+
+    def logits_model(self) -> keras.Model:
+        """Input -> the class logits, whatever the model's head (atlas's own graph)."""
+        return self.graph.logits_model()
+
+    def probabilities(self, logits):
+        """The class probabilities of these logits, as the model's head computes them
+        (:meth:`FlatGraph.probabilities`): the only way atlas gets probabilities."""
+        return self.graph.probabilities(logits)
 
     def feature_model(self, layer: str) -> keras.Model:
         """A model from the input to a conv layer's unit tensor, any image size if it can,

@@ -55,6 +55,8 @@ class MapRenderer:
         keep_channels: how many channels of each layer's maps to return.
         score_channels: Score-CAM's ``k`` (Faster Score-CAM's channels per layer and
             image); 0 leaves Score-CAM out.
+        probabilities: logits -> class probabilities, as the model's head computes them
+            (:meth:`atlas.render.graph.FlatGraph.probabilities`): Score-CAM's weights.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class MapRenderer:
         keep_channels: int,
         gradcam: bool = True,
         score_channels: int = 0,
+        probabilities: Callable | None = None,
     ):
         self.model = model
         self.preprocess = preprocess
@@ -78,7 +81,9 @@ class MapRenderer:
             classify = keras.Model(inputs, model.outputs[-1])
             size = int(classify.input_shape[1] or 224)
             batch = forward_batch(classify, size, SCORE_BATCH)
-            self._score = ScoreCam(classify, score_channels, batch)
+            if probabilities is None:
+                raise ValueError("Score-CAM needs the model's probabilities function")
+            self._score = ScoreCam(classify, score_channels, batch, probabilities)
 
     def _features_pass(self, images: tf.Tensor, second: tf.Tensor):
         """Activations and statistics only: a model without classes has no CAMs."""
@@ -180,9 +185,3 @@ def unit_maps(
         return np.zeros((0, 1, 1), np.float32)
     stacked = np.concatenate(features)
     return np.stack([stacked[index, :, :, channel] for index, channel in pairs])
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)

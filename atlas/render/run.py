@@ -22,7 +22,7 @@ from atlas.plan.jobs import ENCODING, Job
 from atlas.render import draw
 from atlas.render._tensorflow import tf
 from atlas.render.load import LoadedModel
-from atlas.render.maps import MapRenderer, softmax, unit_maps
+from atlas.render.maps import MapRenderer, unit_maps
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def model_facts(loaded: LoadedModel) -> dict:
         "trainable_params": trainable,
         "classes": loaded.graph.classes,  # None: no classification head
         "head": loaded.graph.head,
+        "binary": loaded.graph.binary,
         "random_weights": loaded.random_weights,
         "layers": [layer.to_dict() for layer in loaded.graph.layers],
         "name": model.name,
@@ -57,10 +58,10 @@ def run_predictions(
 ) -> None:
     """Top-k classes for each image, batched, streamed from disk.
 
-    The flat graph gives logits (a final softmax taken off); the softmax is applied once,
-    here, whatever the model's head looked like.
+    The flat graph gives logits (a final softmax or sigmoid taken off); the model's own
+    head turns them into probabilities once, here (:meth:`LoadedModel.probabilities`).
     """
-    model = loaded.graph.logits_model()
+    model = loaded.logits_model()
     # A traced function is ~3x faster than eager calls for this small model on the CPU.
     forward = tf.function(
         lambda x: model(loaded.preprocess(x), training=False), reduce_retracing=True
@@ -71,7 +72,7 @@ def run_predictions(
     for batch_images, batch in iter_batches(wanted, loaded.input_size, batch_size=64):
         start = time.perf_counter()
         logits = forward(tf.constant(batch, tf.float32)).numpy()
-        probabilities = softmax(logits.astype(np.float64))
+        probabilities = loaded.probabilities(logits)
         seconds = (time.perf_counter() - start) / max(1, len(batch_images))
         for image, probs in zip(batch_images, probabilities, strict=True):
             top = np.argsort(-probs, kind="stable")[:top_k]
@@ -104,6 +105,7 @@ def run_images(
         render.activation_channels,
         gradcam=gradcam,
         score_channels=render.scorecam_channels,
+        probabilities=loaded.probabilities,
     )
     by_image = {job.image: job for job in jobs}
     wanted = [images[name] for name in by_image]

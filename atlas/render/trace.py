@@ -76,12 +76,14 @@ class Tracer:
         if isinstance(op, Functional | keras.Sequential):
             return self.run(op, args, prefix=f"{name}/")
         tensors = [t for t in keras.tree.flatten((args, kwargs)) if _is_tensor(t)]
-        if op is self.final_op and _is_softmax_op(op):
-            self.stripped = name
-            return args[0]  # a final softmax: logits go on
-        if op is self.final_op and _is_softmax(getattr(op, "activation", None)):
-            op.activation = keras.activations.linear  # read at call time by Keras 3
-            self.stripped = name
+        if op is self.final_op and _squashing_op(op):
+            self.stripped = _squashing_op(op)
+            return args[0]  # a final softmax or sigmoid: logits go on
+        if op is self.final_op and _squashing(getattr(op, "activation", None)):
+            # The head computes its logits in atlas's own copy of the layer; the user's
+            # layer (and so their model) is never changed.
+            self.stripped = _squashing(op.activation)
+            op = _linear_copy(op, args, kwargs)
         out = op(*args, **kwargs)
         self._keep.append(out)
         self._record(op, name, args, kwargs, tensors, out)
@@ -133,14 +135,33 @@ def _is_tensor(value) -> bool:
     return isinstance(value, keras.KerasTensor)
 
 
-def _is_softmax(activation) -> bool:
-    return getattr(activation, "__name__", "") == "softmax"
+SQUASHING = ("softmax", "sigmoid")  # final activations taken off: Grad-CAM needs logits
 
 
-def _is_softmax_op(op) -> bool:
-    if type(op).__name__ == "Softmax":  # the layer or the keras.ops node
-        return True
-    return isinstance(op, keras.layers.Activation) and _is_softmax(op.activation)
+def _squashing(activation) -> str | None:
+    """``softmax`` or ``sigmoid`` when the activation function is one, else None."""
+    name = getattr(activation, "__name__", "")
+    return name if name in SQUASHING else None
+
+
+def _squashing_op(op) -> str | None:
+    """``softmax`` or ``sigmoid`` when the operation is only that activation (a Softmax
+    layer, an Activation layer, a keras.ops node), else None."""
+    kind = type(op).__name__
+    if kind in ("Softmax", "Sigmoid"):  # the layers or the keras.ops nodes
+        return kind.lower()
+    return _squashing(op.activation) if isinstance(op, keras.layers.Activation) else None
+
+
+def _linear_copy(op, args: tuple, kwargs: dict):
+    """A copy of a layer with a linear activation and the layer's own weight values, for
+    atlas's graph: the same computation up to its activation. Built on the symbolic
+    inputs, so its variables exist before the weights are copied in."""
+    config = {**op.get_config(), "activation": "linear"}
+    copy = type(op).from_config(config)
+    copy(*args, **kwargs)
+    copy.set_weights(op.get_weights())
+    return copy
 
 
 def _config(op) -> dict:

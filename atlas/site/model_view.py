@@ -242,7 +242,7 @@ def model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) 
     )
     shown = _shown_layer(layers)
     return ModelView(
-        cam_scores=_cam_scores(model_plan, context, layers),
+        cam_scores=_cam_scores(model_plan, context, layers, image_paths),
         id=config.id,
         title=config.title,
         path=f"{base}/index.html",
@@ -328,18 +328,24 @@ def cam_colours() -> dict[str, str]:
     return COLOURS
 
 
-def _cam_scores(model_plan, context, layers: list[LayerView]) -> dict | None:
+def _cam_scores(
+    model_plan, context, layers: list[LayerView], image_paths: dict[str, str]
+) -> dict | None:
     """The model page's table of CAM scores per layer and method (None before any)."""
     from atlas.analysis.scores import score_view
 
-    entries = [context.cache.get(job.key) for job in model_plan.scores]
-    records = [entry.meta for entry in entries if entry is not None]
+    entries = {job.image: context.cache.get(job.key) for job in model_plan.scores}
+    records = {name: entry.meta for name, entry in entries.items() if entry is not None}
     if not records:
         return None
     methods = [
-        m for m in CAM_METHODS if any(m in r.get("energy", r.get("deletion", {})) for r in records)
+        m
+        for m in CAM_METHODS
+        if any(m in r.get("energy", r.get("deletion", {})) for r in records.values())
     ]
-    return score_view(records, [layer.name for layer in layers], methods, len(model_plan.images))
+    faithful = [(name, image_paths.get(name)) for name, r in records.items() if r.get("deletion")]
+    names = [layer.name for layer in layers]
+    return score_view(list(records.values()), names, methods, len(model_plan.images), faithful)
 
 
 def _method_maps(entry, index: int, methods, assets: Assets) -> dict:

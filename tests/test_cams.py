@@ -22,6 +22,7 @@ from tf_keras_vis.gradcam import Gradcam  # noqa: E402
 from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus  # noqa: E402
 from tf_keras_vis.layercam import Layercam  # noqa: E402
 from tf_keras_vis.scorecam import Scorecam  # noqa: E402
+from tf_keras_vis.utils.model_modifiers import ReplaceToLinear  # noqa: E402
 from tf_keras_vis.utils.scores import CategoricalScore  # noqa: E402
 
 from atlas.render.cams import METHODS, top_variance_channels  # noqa: E402
@@ -42,7 +43,7 @@ def _scaled(cam: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def setup():
     model = tiny_conv_model(SIZE, classes=10, seed=3)
-    graph = flatten_model(model)  # drops the final softmax: the model outputs logits
+    graph = flatten_model(model)  # atlas's graph gives logits; the model is unchanged
     renderer = MapRenderer(
         graph.submodel(LAYERS, with_logits=True),
         lambda x: x / 255.0,
@@ -67,7 +68,11 @@ def _reference(method: str, model, image: np.ndarray, layer: str, cls: int) -> n
     if method == "scorecam":
         return Scorecam(model, clone=False)(score, seed, max_N=K, **common)[0]
     cls_ = {"gradcam": Gradcam, "gradcampp": GradcamPlusPlus, "layercam": Layercam}[method]
-    return np.asarray(cls_(model, clone=False)(score, seed, **common))[0]
+    # The gradient methods follow the class logit: tf-keras-vis takes the softmax off a
+    # clone of the model (ReplaceToLinear), as atlas does in its own graph; the model
+    # itself keeps its softmax (Score-CAM weighs by probabilities, above).
+    explainer = cls_(model, model_modifier=ReplaceToLinear(), clone=True)
+    return np.asarray(explainer(score, seed, **common))[0]
 
 
 @pytest.mark.parametrize("method", METHODS)

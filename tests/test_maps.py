@@ -153,3 +153,28 @@ def test_standardized_channels_and_viridis():
     assert scaled[..., 1].min() < 0.3 < 0.7 < scaled[..., 1].max()
     colours = draw.colorize(np.array([0.0, 1.0]), "viridis")
     np.testing.assert_array_equal(colours, [[68, 1, 84], [253, 231, 37]])  # matplotlib's ends
+
+
+def test_a_nearly_constant_channel_is_drawn_flat_not_stretched():
+    """A channel whose spread is float noise against its layer's is mid-grey: stretched
+    to full contrast it would differ between executors (thread counts) by tens of levels."""
+    rng = np.random.default_rng(7)
+    maps = rng.normal(size=(8, 8, 3)).astype(np.float32)
+    maps[..., 1] = 3.0 + rng.normal(scale=1e-6, size=(8, 8))  # constant up to float noise
+    scaled = draw.standardize_channels(maps)
+    np.testing.assert_allclose(scaled[..., 1], 128 / 255)
+    assert scaled[..., 0].std() > 0.1  # the other channels keep their contrast
+
+
+def test_float_noise_moves_an_activation_grid_by_at_most_two_levels():
+    """The guarantee across executors (README): the same maps up to float32 noise give
+    grids within 2 grey levels, however flat some channels are."""
+    rng = np.random.default_rng(8)
+    maps = rng.gamma(1.0, size=(10, 10, 16)).astype(np.float32)
+    maps[..., 3] = 50.0 + rng.normal(scale=1e-4, size=(10, 10))  # "constant" after a sum
+    maps[..., 9] = 0.0
+    # float32 sums in another order (another thread count): a few ulps of 50
+    noisy = maps + rng.normal(scale=2e-5, size=maps.shape).astype(np.float32)
+    first = np.asarray(draw.activation_grid(maps, 16), np.int16)
+    second = np.asarray(draw.activation_grid(noisy, 16), np.int16)
+    assert np.abs(first - second).max() <= 2

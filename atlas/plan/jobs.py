@@ -29,12 +29,12 @@ RENDERER_VERSION = {
     "predict": 3,
     "image": 6,
     "photo": 1,
-    "unit": 7,
+    "unit": 8,
     "grid": 2,
     "exemplars": 3,
     "scores": 2,
-    "negative": 1,
-    "diversity": 1,
+    "negative": 2,
+    "diversity": 2,
 }
 # How assets are encoded; part of every key of their kind, so changing a value here
 # re-renders exactly the assets it changes. Sized for the default site's 60 MB budget:

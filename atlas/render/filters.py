@@ -32,6 +32,7 @@ Fully-convolutional models (``input_shape=(None, None, 3)``) are fed the picture
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +51,8 @@ from atlas.config.methods import (  # noqa: F401  (re-exported for callers of re
     LucidParams,
     default_params_for,
 )
+from atlas.data.images import encode_webp
+from atlas.plan.jobs import ENCODING
 from atlas.render import ascent
 from atlas.render._tensorflow import keras, tf
 from atlas.render.device import MAX_BATCH, auto_batch_size, with_precision  # noqa: F401
@@ -92,6 +95,16 @@ class UnitResult:
     dead: bool
     own_activation: float
     layer: int = 0
+
+
+def as_published(picture: np.ndarray) -> np.ndarray:
+    """A unit picture as the site shows it: encoded as the site's WebP and decoded (lossy
+    WebP moves a unit's activation by up to a third on a two-step picture)."""
+    from PIL import Image
+
+    data = encode_webp(picture, quality=ENCODING["unit"]["quality"])
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def fixed_input_size(model: keras.Model) -> int | None:
@@ -155,6 +168,7 @@ class UnitRenderer:
             diversity_weight,
         )
         self.picture_size = self.ascent.schedule()[-1][0]
+        self.grey = feature_model.inputs[0].shape[-1] == 1
         size = eval_size or self.model_size or self.picture_size
         self.evaluate = tf.function(
             lambda images, units, layers: ascent.unit_means(
@@ -244,8 +258,13 @@ class UnitRenderer:
         self._batch_sizes.add(len(batch))
         pixels, objective, taken, alive = ascent.ascend(self.ascent, batch, max_steps)
         pictures = self.ascent.picture(pixels)
+        if self.grey:  # a grey model sees the picture's luma: show that
+            luma = np.rint(pictures.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))
+            pictures = np.repeat(luma.astype(np.uint8)[..., None], 3, axis=-1)
+        # The ratio the pages show is measured on the picture they show: as published.
+        shown = np.stack([as_published(picture) for picture in pictures])
         own = self.evaluate(
-            tf.constant(pictures, tf.float32), tf.constant(batch.units), tf.constant(batch.layers)
+            tf.constant(shown, tf.float32), tf.constant(batch.units), tf.constant(batch.layers)
         ).numpy()
         seconds = (time.perf_counter() - began) / count
         return [

@@ -21,6 +21,7 @@ from atlas.errors import (
     EXIT_OK,
     EXIT_USAGE,
     AtlasError,
+    ConfigError,
 )
 
 log = logging.getLogger("atlas")
@@ -111,6 +112,18 @@ def _add_project_commands(commands) -> None:
         "--force",
         action="store_true",
         help="add the files to a folder that is not empty (never overwrites)",
+    )
+    new.add_argument(
+        "--photos",
+        type=Path,
+        default=None,
+        help="your photos: class folders, a metadata.csv, the Oxford layout or a flat folder",
+    )
+    new.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="your .keras model (needs --photos; without it: the embedded ImageNet MobileNet)",
     )
 
     fetch = commands.add_parser("fetch-data", help="download the full Oxford-IIIT Pet dataset")
@@ -312,7 +325,16 @@ def _serve(args: argparse.Namespace) -> int:
 def _new(args: argparse.Namespace) -> int:
     from atlas.project.new import new_project
 
-    made = new_project(args.folder, copy_data=args.copy_data, force=args.force)
+    if args.model is not None and args.photos is None:
+        raise ConfigError([("--model", "needs --photos: the folder of photos to show it")])
+    if args.photos is not None:
+        from atlas.start import new_own_project
+
+        made, advice = new_own_project(args.folder, args.photos, args.model, force=args.force)
+        if advice:
+            print(f"note: {advice}")
+    else:
+        made = new_project(args.folder, copy_data=args.copy_data, force=args.force)
     for path in made.kept:
         print(f"kept {path} (it exists)")
     print(

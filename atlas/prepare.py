@@ -17,7 +17,9 @@ from atlas.cache.store import Cache
 from atlas.config.load import load_config
 from atlas.config.names import select_layers
 from atlas.config.settings import Config, ModelConfig
-from atlas.data.breeds import load_breeds, load_class_index
+from atlas.data.breeds import BreedMap, load_breeds, load_class_index
+from atlas.data.classmap import dataset_class_map
+from atlas.data.layouts import read_classes_file, read_groups
 from atlas.data.scan import DatasetScan, scan_dataset
 from atlas.errors import AtlasError, ConfigError, ModelError
 from atlas.execute.models import LoadedModels
@@ -51,7 +53,7 @@ def prepare(
     with timer.stage("scan"):
         scan = _scan(config, cache)
         class_index = load_class_index(config.dataset.class_index)
-        breeds = load_breeds(config.dataset.breeds, class_index)
+        breeds = _class_map(config, scan, class_index)
         detailed = select.choose_detailed(
             scan.images,
             config.dataset.detailed,
@@ -77,14 +79,49 @@ def prepare(
 
 
 def _scan(config: Config, cache: Cache) -> DatasetScan:
+    dataset = config.dataset
     memo = cache.read_memo(SCAN_MEMO)
     before = len(memo)
-    scan = scan_dataset(config.dataset.images, config.dataset.annotations, known=memo)
+    classes = dataset.classes
+    if isinstance(classes, Path):
+        classes = read_classes_file(classes)
+    scan = scan_dataset(
+        dataset.images,
+        dataset.annotations,
+        known=memo,
+        layout=dataset.layout,
+        classes=classes,
+        groups=read_groups(dataset.groups) if dataset.groups else None,
+        known_breeds=_pet_breeds(dataset.breeds) if dataset.layout == "auto" else (),
+    )
     if len(memo) != before:
         cache.write_memo(SCAN_MEMO, memo)
     if not scan.images:
-        raise AtlasError(f"{config.dataset.images}: no usable images ({len(scan.skipped)} skipped)")
+        raise AtlasError(f"{dataset.images}: no usable images ({len(scan.skipped)} skipped)")
+    if scan.layout != "oxford":
+        log.info("dataset: %s layout, %d photos", scan.layout, len(scan.images))
+    used = {image.label for image in scan.images}
+    for name in scan.classes:
+        if name not in used:
+            log.warning("%s: class %r has no usable photo", dataset.images, name)
     return scan
+
+
+def _pet_breeds(path: Path | None) -> frozenset[str]:
+    """The pets' breed keys (to tell Oxford file names from camera names); none if the
+    breed map cannot be read (then the Oxford layout is not guessed from names)."""
+    try:
+        return frozenset(json.loads(Path(path).read_text(encoding="utf-8"))["breeds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return frozenset()
+
+
+def _class_map(config: Config, scan: DatasetScan, class_index) -> BreedMap:
+    """The dataset's classes against ImageNet's: the pets' breeds.json for the Oxford
+    layout, else built from the dataset's classes (and ``dataset.class_map``)."""
+    if scan.layout == "oxford":
+        return load_breeds(config.dataset.breeds, class_index)
+    return dataset_class_map(scan.classes, scan.groups, class_index, config.dataset.class_map)
 
 
 def _plan_model(
@@ -151,11 +188,13 @@ def _view_jobs(model: ModelConfig, layer: dict, count: int, params: object) -> l
 def _score_jobs(
     config: Config, model: ModelConfig, image_jobs: list[Job], context: BuildContext
 ) -> list[Job]:
-    """A scores job for each detailed photo with a trimap or chosen for faithfulness."""
+    """A scores job for each detailed photo with a mask or chosen for faithfulness."""
     from atlas.data.masks import STEPS, find_trimaps
 
     names = [job.image for job in image_jobs]
     trimaps = find_trimaps(config.dataset.annotations, names)
+    if config.dataset.masks is not None:
+        trimaps = _usable_masks(config.dataset.masks, names, context)
     detailed = [image for image in context.detailed if image.name in set(names)]
     faithful = set(select.faithfulness_images(detailed, trimaps, model.render.faithfulness_photos))
     return [
@@ -197,16 +236,53 @@ def _label_space(
     key = f"models[{index}].classes"
     try:
         space = label_space(
-            model.classes, facts["classes"], context.breeds, config.dataset.annotations
+            model.classes,
+            facts["classes"],
+            context.breeds,
+            config.dataset.annotations,
+            _order_source(config, context.scan),
         )
     except AtlasError as error:
         raise ConfigError([(key, str(error))], source=str(config.path)) from None
-    problem = count_problem(model.id, model.classes, facts["classes"], space)
+    problem = count_problem(
+        model.id, model.classes, facts["classes"], space, len(context.breeds.breeds)
+    )
     if problem is None:
         return space
     if cached:
         raise ConfigError([(key, problem)], source=str(config.path))
     raise ModelError(f"{config.path.name}: {key}: {problem}")
+
+
+def _usable_masks(folder: Path, names: list[str], context: BuildContext) -> dict[str, Path]:
+    """The masks of ``dataset.masks`` for these photos, less those whose size is not their
+    photo's (a warning each: such a mask cannot be laid over its photo)."""
+    from atlas.data.masks import find_masks, mask_size
+
+    sizes = {image.name: (image.width, image.height) for image in context.scan.images}
+    usable = {}
+    for name, path in find_masks(folder, names).items():
+        size = mask_size(path)
+        if size != sizes.get(name):
+            log.warning(
+                "%s: mask is %s, its photo %s is %s: left out of the CAM scores",
+                path,
+                "unreadable" if size is None else f"{size[0]}x{size[1]}",
+                name,
+                "x".join(map(str, sizes.get(name, ("?", "?")))),
+            )
+            continue
+        usable[name] = path
+    return usable
+
+
+def _order_source(config: Config, scan: DatasetScan) -> str | None:
+    """Where a dataset's class order comes from, in words (None: the Oxford lists)."""
+    if scan.layout == "oxford":
+        return None
+    if config.dataset.classes is not None:
+        return "in dataset.classes order"
+    return "sorted folder names" if scan.layout == "folders" else "sorted labels"
 
 
 def run_plan(config_path: Path | str, as_json: bool = False) -> str:

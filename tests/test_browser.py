@@ -174,9 +174,9 @@ def test_click_through_keys_and_filter(browser, server):
     assert tab.path() == "models/mobilenet/predictions.html"
     rows = page.locator("table.predictions tbody tr")
     total = rows.count()
-    page.select_option("select.breed-filter", "Pug")
+    page.select_option("select.class-filter", "Pug")
     assert 0 < page.locator("table.predictions tbody tr:visible").count() < total
-    page.select_option("select.breed-filter", "")
+    page.select_option("select.class-filter", "")
     tab.shot("predictions")
 
     for path, kind in (("models/mobilenet/accuracy.html", "accuracy"), ("dataset.html", "dataset")):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import atlas.data.images as images
-import atlas.data.scan as dataset
+from atlas.cache.keys import file_digest
 from atlas.data.batches import iter_batches
 from atlas.data.oxford import (
     Annotation,
@@ -223,7 +223,7 @@ def test_known_memo_avoids_decoding(salted: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_damaged_memo_entries_are_misses(salted: Path) -> None:
-    digest = dataset.file_digest(salted / "Ragdoll_4.jpeg")
+    digest = file_digest(salted / "Ragdoll_4.jpeg")
     known: dict[str, dict] = {digest: {"ok": True}}
     scan = scan_dataset(salted, None, known=known)
     assert known[digest]["width"] == 32

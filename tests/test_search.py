@@ -43,6 +43,7 @@ def _fake_model() -> NS:
         images=images,
         has_classes=True,
         space=NS(labels=("pug", "tabby</script>")),
+        metrics=NS(top1=None),  # it has labelled photos, so an accuracy page
     )
 
 
@@ -50,7 +51,7 @@ def test_index_lists_units_by_layer_with_their_photos_breeds():
     # units without a class selectivity (render.unit_views without it) fall back to the
     # breeds of their most exciting photos
     index = build_index([_fake_model()])
-    breeds = index["breeds"]
+    breeds = index["labels"]
     [[model, name, path, units]] = index["layers"]
     assert (model, name, path) == (0, "conv1", "models/m/layers/conv1/index.html")
     # unit 7's strongest photos are two pugs then a Bengal: each breed once, in that order
@@ -85,13 +86,13 @@ def test_small_site_index_points_at_real_pages(tmp_path_factory):
             page = site / path.replace("index.html", f"units/{unit}.html")
             html = page.read_text(encoding="utf-8")
             # the breeds the unit prefers (its class selectivity table), top first
-            table = html.split('class="breeds-preferred"', 1)[1].split("</table>", 1)[0]
+            table = html.split('class="classes-preferred"', 1)[1].split("</table>", 1)[0]
             wanted = re.findall(r"<tr><td>([^<]+)</td>", table)[:3]
-            assert wanted and [index["breeds"][b] for b in breeds] == wanted, page
+            assert wanted and [index["labels"][b] for b in breeds] == wanted, page
             units += 1
     assert units == len(list(site.glob("models/mobilenet/layers/*/units/*.html")))
     for name, breed, places in index["photos"]:
-        assert index["breeds"][breed] == _breed(name)
+        assert index["labels"][breed] == _breed(name)
         for _, path in places:
             assert path is None or (site / path).is_file(), path
     detailed = {p[0] for p in index["photos"] if p[2][0][1]}

@@ -195,7 +195,9 @@ def pets_metrics(
         n_mapped=len(mapped),
         top1=_share(mapped, lambda p: is_breed_correct(p, space, 1)),
         top5=_share(mapped, lambda p: is_breed_correct(p, space, TOP_K)),
-        species_accuracy=_share(predictions, lambda p: is_species_correct(p, space)),
+        species_accuracy=_share(
+            [p for p in predictions if p.species], lambda p: is_species_correct(p, space)
+        ),
         breeds=per_breed,
         confusions=tuple(
             Confusion(breed, index, space.label(index), count)

@@ -40,9 +40,14 @@ HIGHER_IS_BETTER = {"energy": True, "pointing": True, "deletion": False, "insert
 
 
 def load_trimap(path: Path) -> np.ndarray:
-    """A trimap as (height, width) uint8 values 1, 2, 3."""
+    """A mask as a trimap, (height, width) uint8 values 1 (object), 2 (background), 3
+    (border): an Oxford trimap as it is; a binary mask (0 and 255, or 0 and 1: any mask
+    with a 0) as object where it is not 0, background elsewhere."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("L"), dtype=np.uint8)
+        values = np.asarray(image.convert("L"), dtype=np.uint8)
+    if (values == 0).any():
+        return np.where(values > 0, PET, BACKGROUND).astype(np.uint8)
+    return values
 
 
 def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -15,9 +15,10 @@ from typing import Any
 
 import yaml
 
+from atlas.config.dataset import parse_dataset
 from atlas.config.models import _models, _render
 from atlas.config.schema import Checker, KeyLines, kind_of, why
-from atlas.config.settings import Config, DatasetConfig, RenderSettings, SiteConfig
+from atlas.config.settings import Config, RenderSettings, SiteConfig
 from atlas.config.sizes import parse_size
 from atlas.errors import ConfigError
 from atlas.project.folders import CACHE_MARKER, SITE_MARKER, folder_problem
@@ -61,7 +62,7 @@ def load_config(path: Path | str) -> Config:
     check.mapping(data, "", ("site", "cache", "dataset", "render", "models"))
     site = _site(check, data.get("site"))
     cache = _cache(check, check.typed(data, "cache", "", str, ".atlas-cache"))
-    dataset = _dataset(check, data.get("dataset"))
+    dataset = parse_dataset(check, data.get("dataset"))
     render = _render(check, data.get("render"), "render", RenderSettings())
     models = _models(check, data.get("models"), render)
     if not any(key.startswith(("site.output", "cache")) for key, _ in check.problems):
@@ -127,47 +128,6 @@ def _check_output(check: Checker, output: Path, project: Path, cache: Path | Non
         check.problem("site.output", "the output folder must not contain the cache folder")
     elif cache in output.parents:
         check.problem("site.output", "the output folder must not be inside the cache folder")
-
-
-def _dataset(check: Checker, value: Any) -> DatasetConfig:
-    data = check.mapping(
-        value,
-        "dataset",
-        ("name", "images", "annotations", "class_index", "breeds", "detailed", "fetch_to"),
-    )
-    if value is None:
-        check.problem("dataset", "is required (images, annotations, class_index, breeds)")
-    detailed = data.get("detailed", "all")
-    mode, names, per_breed = "all", (), 0
-    if isinstance(detailed, str) and detailed in ("all", "test", "trainval", "none"):
-        mode = detailed
-    elif (
-        isinstance(detailed, dict)
-        and set(detailed) == {"per_breed"}
-        and isinstance(detailed["per_breed"], int)
-        and not isinstance(detailed["per_breed"], bool)
-        and detailed["per_breed"] > 0
-    ):
-        mode, per_breed = "per_breed", detailed["per_breed"]
-    elif isinstance(detailed, list) and all(isinstance(n, str) for n in detailed):
-        mode, names = "list", tuple(detailed)
-    else:
-        check.problem(
-            "dataset.detailed",
-            "expected all, test, trainval, none, "
-            f"{{per_breed: N}} or a list of image names, got {detailed!r}",
-        )
-    return DatasetConfig(
-        name=check.typed(data, "name", "dataset", str, "Oxford-IIIT Pet"),
-        images=check.path(data, "images", "dataset", required=True, is_dir=True) or Path(),
-        annotations=check.path(data, "annotations", "dataset"),
-        class_index=check.path(data, "class_index", "dataset", required=True) or Path(),
-        breeds=check.path(data, "breeds", "dataset", required=True) or Path(),
-        detailed=mode,
-        detailed_names=names,
-        per_breed=per_breed,
-        fetch_to=check.path(data, "fetch_to", "dataset", must_exist=False),
-    )
 
 
 def fetch_folder(path: Path | str) -> Path:

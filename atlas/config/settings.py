@@ -39,8 +39,14 @@ APPLICATIONS = (
 )
 METHODS = ("lucid", "classic")
 PRECISIONS = ("float32", "mixed_bfloat16")  # atlas.render.device.PRECISIONS, without TF
-CLASS_SPACES = ("imagenet", "breeds", "species", "none")
-SPLITS = ("trainval", "test", "none")
+CLASS_SPACES = ("imagenet", "dataset", "breeds", "species", "none")
+# Split names a model may be trained on (models[].trained_on): the folders layout's split
+# folders, the metadata's split column, the Oxford lists; "none": every photo is scored.
+SPLITS = ("train", "val", "validation", "test", "trainval", "none")
+LAYOUTS = ("auto", "folders", "metadata", "oxford", "flat")
+# The ImageNet class index and the pets' breed map that atlas ships (the default site's).
+SHIPPED_CLASS_INDEX = "atlas:data/imagenet_class_index.json"
+SHIPPED_BREEDS = "atlas:data/breeds.json"
 READ_AT = ("activation", "conv")
 # How a model from a file wants its [0, 255] pixels (keras.applications.imagenet_utils modes).
 PREPROCESS_MODES = ("none", "tf", "caffe", "torch")
@@ -108,15 +114,29 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
+    """The photos and what is known about them (README, "Your own photos").
+
+    ``layout`` says how the folder is labelled (``auto``: detected at the scan);
+    ``classes`` the class order (a list, or a file with one class per line), else the
+    sorted folder names or labels; ``groups`` a ``class<TAB>group`` file; ``class_map`` a
+    JSON file mapping each dataset class to ImageNet labels or WordNet ids; ``masks`` a
+    folder of object masks named like the photos; ``breeds`` the pets' breed map (Oxford).
+    """
+
     name: str
     images: Path
     annotations: Path | None
     class_index: Path
-    breeds: Path
-    detailed: str  # "all" | "test" | "per_breed:N" | "none" | "list"
+    breeds: Path | None
+    detailed: str  # "all" | "test" | "trainval" | "per_breed" | "none" | "list"
     detailed_names: tuple[str, ...] = ()
-    per_breed: int = 0
+    per_breed: int = 0  # photos per class for detailed: {per_class: N}
     fetch_to: Path | None = None
+    layout: str = "auto"
+    classes: tuple[str, ...] | Path | None = None
+    groups: Path | None = None
+    class_map: Path | None = None
+    masks: Path | None = None
 
 
 @dataclass(frozen=True)

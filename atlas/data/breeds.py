@@ -62,10 +62,17 @@ class BreedMap:
     classes: tuple[tuple[str, str], ...]
 
     def species_of_class(self, index: int) -> str | None:
-        """Return ``"cat"`` or ``"dog"`` for a domestic cat or dog class, else None."""
+        """Return ``"cat"`` or ``"dog"`` for a domestic cat or dog class, else None.
+
+        A map without species classes (another dataset's, :mod:`atlas.data.classmap`)
+        gives the group of the dataset class the ImageNet class stands for."""
         for species, indices in self.species_classes.items():
             if index in indices:
                 return species
+        if not self.species_classes:
+            for breed in self.breeds.values():
+                if index in breed.class_indices and breed.species:
+                    return breed.species
         return None
 
     def label(self, index: int) -> str:

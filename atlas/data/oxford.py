@@ -132,7 +132,7 @@ def breed_from_filename(stem: str) -> tuple[str, str]:
     return breed, "cat" if breed[0].isupper() else "dog"
 
 
-def breed_title(breed: str) -> str:
+def breed_title(breed: str | None) -> str:
     """Turn a breed key into a display name.
 
     Args:
@@ -141,6 +141,8 @@ def breed_title(breed: str) -> str:
     Returns:
         e.g. ``"American Pit Bull Terrier"``; existing capitals are kept.
     """
+    if not breed:
+        return ""  # an unlabelled photo (a flat folder)
     return " ".join(word[:1].upper() + word[1:] for word in breed.split("_") if word)
 
 

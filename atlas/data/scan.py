@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from atlas.cache.keys import file_digest
+from atlas.data import layouts
+from atlas.data.decode import check_files
 from atlas.data.oxford import (
     Annotation,
     breed_from_filename,
     read_annotation_list,
     read_splits,
 )
-from atlas.errors import AtlasError, BadImageError
+from atlas.errors import AtlasError
 
 if TYPE_CHECKING:  # numpy and Pillow load only when images are decoded
     pass
@@ -38,14 +39,16 @@ class DatasetImage:
     """One usable image of the scanned folder.
 
     Attributes:
-        name: the file stem, unique within the scan.
+        name: unique within the scan: the file stem (Oxford), else the path below the
+            folder without the extension (``cat/IMG_0001``).
         path: the file.
         digest: sha256 of the file bytes.
-        breed: the breed key.
-        species: ``"cat"`` or ``"dog"``.
-        split: ``"trainval"``, ``"test"`` or None when the split files do not list it.
-        annotated: True when breed and species came from the annotation list, False when
-            they were derived from the file name.
+        label: the photo's class (the breed key for the Oxford layout); None: unlabelled.
+        group: the class's group (``"cat"`` or ``"dog"`` for the pets), None if none.
+        split: the split the photo belongs to (``"trainval"``, ``"test"``, ``"train"``,
+            ...) or None when the layout does not say.
+        annotated: True when the label came from an annotation list, a metadata file or a
+            class folder, False when it was read from an Oxford file name (or is None).
         width: decoded width in pixels, after EXIF rotation.
         height: decoded height in pixels, after EXIF rotation.
     """
@@ -53,12 +56,22 @@ class DatasetImage:
     name: str
     path: Path
     digest: str
-    breed: str
-    species: str
+    label: str | None
+    group: str | None
     split: str | None
     annotated: bool
     width: int
     height: int
+
+    @property
+    def breed(self) -> str | None:
+        """The Oxford layout's word for the label (pets code reads it so)."""
+        return self.label
+
+    @property
+    def species(self) -> str | None:
+        """The Oxford layout's word for the group."""
+        return self.group
 
 
 @dataclass(frozen=True)
@@ -71,10 +84,20 @@ class Skipped:
 
 @dataclass(frozen=True)
 class DatasetScan:
-    """The result of :func:`scan_dataset`: usable images and skipped files, by name."""
+    """The result of :func:`scan_dataset`: usable images and skipped files, by name, the
+    layout they were read in, and (except for Oxford, whose breeds come from list.txt)
+    the classes in their order and each class's group."""
 
     images: tuple[DatasetImage, ...]
     skipped: tuple[Skipped, ...]
+    layout: str = "oxford"
+    classes: tuple[str, ...] = ()
+    groups: dict[str, str] | None = None
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the photos have classes (not a flat folder of unlabelled photos)."""
+        return self.layout != "flat"
 
 
 def scan_dataset(
@@ -84,8 +107,13 @@ def scan_dataset(
     known: dict[str, dict] | None = None,
     workers: int = 4,
     progress: bool = False,
+    layout: str = "oxford",
+    classes: Sequence[str] | None = None,
+    groups: dict[str, str] | None = None,
+    known_breeds: Sequence[str] = (),
 ) -> DatasetScan:
-    """List, validate and label the images of a folder.
+    """List, validate and label the images of a folder in one of the layouts of
+    :mod:`atlas.data.layouts` (``auto``: detected, and logged).
 
     Files are taken in sorted name order; hidden files, folders and extensions Pillow does
     not know are ignored. Each file is hashed and fully decoded; one that cannot be used (bad
@@ -95,8 +123,12 @@ def scan_dataset(
     next to it.
 
     Args:
-        images_dir: the folder of images (not searched recursively).
-        annotation_list: list.txt, or None to label from file names only.
+        images_dir: the folder of images (searched recursively for ``folders``).
+        annotation_list: the Oxford list.txt, or None to label from file names only.
+        layout: ``auto``, ``folders``, ``metadata``, ``oxford`` or ``flat``.
+        classes: the class order (``dataset.classes``), for folders and metadata.
+        groups: class -> group (``dataset.groups``), for layouts without their own.
+        known_breeds: the pets' breed keys, to tell Oxford file names from camera names.
         known: memo of earlier decodes, digest to ``{"ok", "reason", "width", "height"}``.
             Digests found in it are not decoded again; new results are added to it.
         workers: threads decoding in parallel.
@@ -107,16 +139,107 @@ def scan_dataset(
 
     Raises:
         AtlasError: the folder does not exist or an annotation file is malformed.
+        ConfigError: (exit 2) a metadata file or ``dataset.classes`` that does not fit.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise AtlasError(f"{images_dir}: image folder not found")
+    memo = known if known is not None else {}
+    if layout == "auto":
+        layout = layouts.detect(
+            images_dir, annotation_list, _IMAGE_EXTENSIONS | _pillow_extensions(), known_breeds
+        )
+        log.debug("%s: dataset layout %s", images_dir, layout)
+    if layout == "oxford":
+        return _scan_oxford(images_dir, annotation_list, memo, workers, progress)
+    return _scan_layout(images_dir, layout, classes, groups, memo, workers, progress)
+
+
+def image_extensions() -> frozenset[str]:
+    """The file extensions read as photos outside the Oxford layout: Keras' own (jpg,
+    jpeg, png, bmp, gif) and every format Pillow opens."""
+    return _IMAGE_EXTENSIONS | frozenset(layouts.KERAS_EXTENSIONS) | _pillow_extensions()
+
+
+def _scan_layout(
+    images_dir: Path,
+    layout: str,
+    classes: Sequence[str] | None,
+    groups: dict[str, str] | None,
+    memo: dict,
+    workers: int,
+    progress: bool,
+) -> DatasetScan:
+    """A folders, metadata or flat layout: listed, checked and labelled."""
+    listing = _listing(images_dir, layout, classes)
+    listed, skipped = _unique(listing.files)
+    results = check_files([item.path for item in listed], memo, workers, progress)
+    group_of = {**(groups or {}), **(listing.groups or {})}
+    images: list[DatasetImage] = []
+    for item, (digest, record) in zip(listed, results, strict=True):
+        if digest is not None:
+            memo[digest] = record
+        if not record["ok"]:
+            skipped.append(_skip(item.path, record["reason"]))
+            continue
+        group = item.group or group_of.get(item.label) if item.label is not None else None
+        images.append(
+            DatasetImage(
+                item.name,
+                item.path,
+                digest,
+                item.label,
+                group,
+                item.split,
+                item.label is not None,
+                record["width"],
+                record["height"],
+            )
+        )
+    skipped.sort(key=lambda item: str(item.path))
+    return DatasetScan(tuple(images), tuple(skipped), layout, listing.classes, group_of or None)
+
+
+def _listing(root: Path, layout: str, classes: Sequence[str] | None) -> layouts.Listing:
+    extensions = image_extensions()
+    if layout == "folders":
+        return layouts.list_folders(root, extensions, classes)
+    if layout == "metadata":
+        return layouts.list_metadata(root, classes)
+    return layouts.list_flat(root, extensions)
+
+
+def _unique(files) -> tuple[list, list[Skipped]]:
+    """The listed files whose names are usable and unique (any letter case)."""
+    kept, skipped, seen = [], [], {}
+    for item in files:
+        folded = item.name.casefold()
+        reason = None
+        try:
+            item.name.encode("utf-8")
+        except UnicodeEncodeError:
+            reason = "file name is not valid UTF-8"
+        if reason is None and folded in seen:
+            reason = (
+                f"same name as {seen[folded]} apart from letter case or extension; "
+                "their pages would collide"
+            )
+        if reason is not None:
+            skipped.append(_skip(item.path, reason))
+            continue
+        seen[folded] = item.path.name
+        kept.append(item)
+    return kept, skipped
+
+
+def _scan_oxford(
+    images_dir: Path, annotation_list: Path | None, memo: dict, workers: int, progress: bool
+) -> DatasetScan:
+    """The Oxford-IIIT Pet layout: labels from list.txt, else from the file names."""
     annotations = read_annotation_list(annotation_list) if annotation_list else {}
     splits = read_splits(Path(annotation_list).parent) if annotation_list else {}
-    memo = known if known is not None else {}
-
     candidates, skipped = _list_candidates(images_dir, annotations)
-    results = _check_files([path for path, _ in candidates], memo, workers, progress)
+    results = check_files([path for path, _ in candidates], memo, workers, progress)
     images: list[DatasetImage] = []
     for (path, name), (digest, record) in zip(candidates, results, strict=True):
         if digest is not None:
@@ -147,26 +270,13 @@ def _labelled(
         name=name,
         path=path,
         digest=digest,
-        breed=breed,
-        species=species,
+        label=breed,
+        group=species,
         split=split,
         annotated=annotation is not None,
         width=record["width"],
         height=record["height"],
     )
-
-
-def _check_files(
-    paths: list[Path], memo: dict[str, dict], workers: int, progress: bool
-) -> list[tuple[str | None, dict]]:
-    """Each file's digest and decode record (:func:`_check_file`), decoded in threads."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        checks = pool.map(lambda path: _check_file(path, memo), paths)
-        if progress:
-            from tqdm import tqdm
-
-            checks = tqdm(checks, total=len(paths), desc="scan", unit="img")
-        return list(checks)
 
 
 def _list_candidates(
@@ -234,39 +344,6 @@ def _entry_problem(entry: os.DirEntry, root: Path) -> str | None:
         return None if entry.is_file(follow_symlinks=False) else ""
     except OSError as error:
         return f"cannot inspect file ({error.strerror or error})"
-
-
-def _check_file(path: Path, memo: dict[str, dict]) -> tuple[str | None, dict]:
-    """Hash a file and decode it unless its digest is memoised; return digest and record."""
-    try:
-        digest = file_digest(path)
-    except OSError as error:
-        return None, _record(False, f"cannot read file ({error.strerror or error})")
-    cached = memo.get(digest)
-    if _is_record(cached):
-        return digest, cached
-    from atlas.data.images import open_rgb
-
-    try:
-        width, height = open_rgb(path).size
-    except BadImageError as error:
-        return digest, _record(False, error.reason)
-    return digest, _record(True, None, width, height)
-
-
-def _record(ok: bool, reason: str | None, width: int = 0, height: int = 0) -> dict:
-    return {"ok": ok, "reason": reason, "width": width, "height": height}
-
-
-def _is_record(value: object) -> bool:
-    # The memo is persisted by the build; a damaged entry is a miss, not a crash.
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("ok"), bool)
-        and isinstance(value.get("width"), int)
-        and isinstance(value.get("height"), int)
-        and (value["ok"] or isinstance(value.get("reason"), str))
-    )
 
 
 def _skip(path: Path, reason: str) -> Skipped:

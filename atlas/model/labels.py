@@ -63,7 +63,9 @@ class LabelSpace:
     @property
     def is_breed_classifier(self) -> bool:
         """One output per breed: precision, recall and a confusion matrix make sense."""
-        return self.kind in ("breeds", "file") and all(len(b) == 1 for b in self.class_breeds)
+        return self.kind in ("breeds", "dataset", "file") and all(
+            len(b) == 1 for b in self.class_breeds
+        )
 
     def true_class(self, breed: str, species: str) -> int:
         """The output for an image's true label (the second Grad-CAM map), -1 if none."""
@@ -124,22 +126,28 @@ def breed_order(annotations: Path | None, breeds: BreedMap) -> list[str]:
     return [by_id[i] for i in sorted(by_id)]
 
 
-def _species_of_breed(breeds: BreedMap, key: str) -> str:
+def _species_of_breed(breeds: BreedMap, key: str) -> str | None:
     breed = breeds.breeds.get(key)
     if breed is not None:
-        return breed.species
+        return breed.species or None
     return "cat" if key[:1].isupper() else "dog"  # the dataset's file-name convention
 
 
-def breeds_space(order: Sequence[str], breeds: BreedMap) -> LabelSpace:
+def breeds_space(
+    order: Sequence[str],
+    breeds: BreedMap,
+    source: str = "the dataset's breeds (list.txt CLASS-ID order)",
+    kind: str = "breeds",
+) -> LabelSpace:
+    """One output per dataset class (the pets' breeds, or any dataset's classes)."""
     return LabelSpace(
-        kind="breeds",
+        kind=kind,
         labels=tuple(
             breeds.breeds[k].title if k in breeds.breeds else breed_title(k) for k in order
         ),
         class_breeds=tuple(frozenset({k}) for k in order),
         class_species=tuple(_species_of_breed(breeds, k) for k in order),
-        source="the dataset's breeds (list.txt CLASS-ID order)",
+        source=source,
     )
 
 
@@ -194,13 +202,21 @@ def file_space(path: Path, order: Sequence[str], breeds: BreedMap) -> LabelSpace
 
 
 def label_space(
-    classes: str | Path | None, outputs: int | None, breeds: BreedMap, annotations: Path | None
+    classes: str | Path | None,
+    outputs: int | None,
+    breeds: BreedMap,
+    annotations: Path | None,
+    dataset_order: str | None = None,
 ) -> LabelSpace | None:
     """The label space ``models[].classes`` asks for; None for a model without classes.
 
     Args:
         classes: the configured value (None: ImageNet when there are 1000 outputs).
         outputs: the model's number of outputs, None for a feature extractor.
+        breeds: the dataset's classes against ImageNet's (the pets' breed map for the
+            Oxford layout).
+        dataset_order: where another layout's class order comes from (for pages), None
+            for the Oxford layout.
 
     Raises:
         AtlasError: a labels file or the annotation list cannot be used.
@@ -214,13 +230,21 @@ def label_space(
     if classes == "species":
         return species_space()
     order = breed_order(annotations, breeds)
-    if classes == "breeds":
-        return breeds_space(order, breeds)
+    if classes in ("breeds", "dataset"):
+        if dataset_order is None:
+            return breeds_space(order, breeds)
+        return breeds_space(
+            order, breeds, f"the dataset's classes ({dataset_order})", kind="dataset"
+        )
     return file_space(Path(classes), order, breeds)
 
 
 def count_problem(
-    model_id: str, classes: str | Path | None, outputs: int | None, space: LabelSpace | None
+    model_id: str,
+    classes: str | Path | None,
+    outputs: int | None,
+    space: LabelSpace | None,
+    dataset_classes: int = 0,
 ) -> str | None:
     """Why the labels do not fit the model's outputs, or None when they do."""
     if outputs is None:
@@ -233,6 +257,12 @@ def count_problem(
     if space is None:
         if classes == "none":
             return None
+        if outputs == dataset_classes:
+            return (
+                f"model {model_id!r} has {outputs} outputs, as many as the dataset has "
+                "classes: set models[].classes: dataset if they are the dataset's classes in "
+                "its order (a labels file or none otherwise)"
+            )
         return (
             f"model {model_id!r} has {outputs} outputs, not ImageNet's 1000: set "
             "models[].classes to breeds, species or a labels file with one label per "

@@ -304,7 +304,7 @@ def before_render(
     return [
         *detailed_names(config.dataset, scan),
         *detailed_selection(config.dataset, detailed),
-        *breed_coverage(scan, breeds),
+        *(breed_coverage(scan, breeds) if scan.layout == "oxford" else []),
         *notes_files(config),
         *template_files(config.site.templates),
     ]

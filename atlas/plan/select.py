@@ -26,7 +26,7 @@ def choose_detailed(
         return list(images)
     if mode == "none":
         return []
-    if mode in ("test", "trainval"):
+    if mode in ("test", "trainval", "train", "val", "validation"):
         return [image for image in images if image.split == mode]
     if mode == "list":
         exact, globs = set(names), [n for n in names if is_glob(n)]

@@ -110,13 +110,17 @@ def _gitignore(config_text: str) -> str:
     )
 
 
-def new_project(folder: Path, *, copy_data: bool = False, force: bool = False) -> Scaffold:
+def new_project(
+    folder: Path, *, copy_data: bool = False, force: bool = False, config_text: str | None = None
+) -> Scaffold:
     """Write a new atlas project into ``folder``.
 
     Args:
         folder: created if missing; must be empty unless ``force``.
         copy_data: copy the default data into ``folder/data`` (about 12 MB).
         force: add the files to a folder that is not empty; existing files are kept.
+        config_text: the project's config (``atlas new --model --photos``); None: the
+            default site's, with its notes.
 
     Raises:
         ConfigError: ``folder`` is a file, or not empty without ``force`` (exit 2).
@@ -135,14 +139,14 @@ def new_project(folder: Path, *, copy_data: bool = False, force: bool = False) -
             ]
         )
     result = Scaffold(folder)
-    config = scaffold_config(copy_data)
+    config = config_text if config_text is not None else scaffold_config(copy_data)
     files: dict[Path, str] = {
         Path(CONFIG): config,
         Path(".gitignore"): _gitignore(config),
         WORKFLOW: scaffold_workflow(),
     }
     default = resources.default_site()
-    for note in sorted((default / "notes").glob("*.md")):
+    for note in sorted((default / "notes").glob("*.md")) if config_text is None else []:
         files[Path("notes") / note.name] = note.read_text(encoding="utf-8")
     for relative, text in files.items():
         _write_new(folder / relative, text.encode("utf-8"), result)

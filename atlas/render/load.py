@@ -165,6 +165,25 @@ def _preprocess_for(config: ModelConfig) -> Callable:
     return lambda x: imagenet_utils.preprocess_input(x, mode=mode)
 
 
+# ITU-R BT.601 luma, as Pillow's convert("L"): what a grey model sees of an RGB picture.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def _with_channels(preprocess: Callable, channels: int) -> Callable:
+    """Raw RGB pixels -> the model's input, with the photo's channels made the model's:
+    grey (luma) for 1 channel, an opaque alpha channel added for 4. Every path that feeds
+    the model (predictions, maps, unit pictures) goes through it, so pictures are still
+    optimised and photos still read as RGB."""
+    if channels == 3:
+        return preprocess
+    if channels == 1:
+        weights = keras.ops.convert_to_tensor(LUMA, "float32")
+        return lambda x: preprocess(keras.ops.sum(x * weights, axis=-1, keepdims=True))
+    return lambda x: preprocess(
+        keras.ops.concatenate([x, keras.ops.full_like(x[..., :1], 255.0)], axis=-1)
+    )
+
+
 def _check_digest(config: ModelConfig, path: Path, what: str) -> None:
     if config.sha256 is None:
         return
@@ -296,7 +315,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
         config=config,
         keras_model=keras_model,
         graph=graph,
-        preprocess=_preprocess_for(config),
+        preprocess=_with_channels(_preprocess_for(config), int(shape[-1])),
         input_size=input_size,
         random_weights=config.application is not None and config.weights == "none",
     )

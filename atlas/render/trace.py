@@ -12,6 +12,8 @@ from atlas.model import address
 from atlas.model.facts import GraphError, field_after
 from atlas.render._tensorflow import keras
 
+# Channels of an image input atlas can feed photos to: grey, RGB, RGB and alpha.
+INPUT_CHANNELS = (1, 3, 4)
 Functional = keras.src.models.functional.Functional  # Keras 3's graph-of-layers model
 
 
@@ -192,10 +194,11 @@ def check_io(model: keras.Model, name: str) -> None:
             f"({', '.join(t.name for t in inputs)}); atlas needs one image input"
         )
     shape = tuple(inputs[0].shape)
-    if len(shape) != 4 or shape[-1] != 3:
+    if len(shape) != 4 or shape[-1] not in INPUT_CHANNELS:
         raise GraphError(
             f"model {name!r}: input {inputs[0].name!r} has shape {shape[1:]}; "
-            "atlas needs an image input (height, width, 3)"
+            "atlas needs an image input (height, width, channels) of 1 (grey), 3 (RGB) or "
+            "4 (RGBA) channels"
         )
     if len(outputs) != 1:
         raise GraphError(f"model {name!r} has {len(outputs)} outputs; atlas needs one")

@@ -17,7 +17,7 @@ def _colour(share: float) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def confusion_svg(metrics, titles: dict[str, str]) -> str:
+def confusion_svg(metrics, titles: dict[str, str], word: str = "breed") -> str:
     """The breed confusion matrix as an SVG: rows the true breed, columns the predicted one.
 
     A cell's colour is its share of the row (the true breed's photos), viridis; every
@@ -26,6 +26,7 @@ def confusion_svg(metrics, titles: dict[str, str]) -> str:
     Args:
         metrics: :class:`~atlas.analysis.metrics.PetsMetrics` with a ``matrix``.
         titles: breed key -> display name.
+        word: what the dataset calls a class (``breed`` for the pets).
     """
     names = [titles.get(key, key.replace("_", " ")) for key in metrics.matrix_breeds]
     size = len(names) * CELL
@@ -33,7 +34,7 @@ def confusion_svg(metrics, titles: dict[str, str]) -> str:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="confusion" viewBox="0 0 {width} '
         f'{height}" width="{width}" height="{height}" role="img" aria-label="Confusion matrix:'
-        ' rows are the true breed, columns the predicted breed">',
+        f' rows are the true {word}, columns the predicted {word}">',
         f'<g font-size="{FONT}" font-family="sans-serif" fill="currentColor">',
     ]
     for i, name in enumerate(names):

@@ -52,7 +52,7 @@ def comparison(models: list[ModelView], context) -> dict:
     """Every classifier's accuracy on the same photos: those every one of them is
     evaluated on (a fine-tuned model's training photos are left out for all)."""
     classifiers = [m for m in models if m.has_classes and m.predictions]
-    if not classifiers:
+    if not classifiers or not context.scan.labelled:  # unlabelled photos: no accuracy
         return {"photos": 0, "rows": []}
     common = set.intersection(*(set(m.evaluated_names) & set(m.predictions) for m in classifiers))
     rows = []

@@ -26,7 +26,7 @@ def _shown_layers(images: list) -> list[str]:
     return names
 
 
-def confusion_pages(model, home: tuple[str, str]) -> list[Page]:
+def confusion_pages(model, home: tuple[str, str], title: str = "Pets accuracy") -> list[Page]:
     """A page for each of the model's most frequent confusions among those with mapped
     (detailed) photos.
 
@@ -35,7 +35,7 @@ def confusion_pages(model, home: tuple[str, str]) -> list[Page]:
     slugs = Slugs()
     pages = []
     accuracy = model.sibling("accuracy.html")
-    crumbs = (home, (model.title, model.path), ("Pets accuracy", accuracy))
+    crumbs = (home, (model.title, model.path), (title, accuracy))
     for pair in model.confusions:
         mapped = [image for image in pair["images"] if image.detailed and image.layers]
         layers = _shown_layers(mapped)

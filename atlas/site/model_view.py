@@ -8,8 +8,8 @@ import logging
 
 from atlas.analysis.metrics import Prediction, is_breed_correct, pets_metrics
 from atlas.data.oxford import breed_title
-from atlas.plan.jobs import CAM_METHODS
 from atlas.plan.select import evaluation_images
+from atlas.site.cam_scores import cam_scores
 from atlas.site.charts import confusion_svg
 from atlas.site.unit_pages import UnitExtras, layer_extras, split_exemplars
 from atlas.site.views import (
@@ -235,14 +235,10 @@ def model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) 
     )
     evaluated = {image.name for image in evaluation_images(context.scan.images, config.trained_on)}
     scored = [p for name, p in predictions.items() if name in evaluated]
-    metrics = (
-        pets_metrics(scored, model_plan.space, context.breeds)
-        if model_plan.space is not None
-        else None
-    )
+    metrics = _metrics(model_plan, context, scored)
     shown = _shown_layer(layers)
     return ModelView(
-        cam_scores=_cam_scores(model_plan, context, layers, image_paths),
+        cam_scores=cam_scores(model_plan, context, layers, image_paths),
         id=config.id,
         title=config.title,
         path=f"{base}/index.html",
@@ -264,7 +260,11 @@ def model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) 
         evaluation=model_plan.evaluation,
         evaluated=len(scored),
         matrix_svg=(
-            confusion_svg(metrics, _titles(context.breeds, model_plan.space))
+            confusion_svg(
+                metrics,
+                _titles(context.breeds, model_plan.space),
+                "breed" if context.scan.layout == "oxford" else "class",
+            )
             if metrics and metrics.matrix
             else None
         ),
@@ -273,6 +273,14 @@ def model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) 
         predictions=predictions,
         evaluated_names=frozenset(evaluated),
     )
+
+
+def _metrics(model_plan, context, scored: list[Prediction]):
+    """Accuracy on the evaluated photos; None for a model without classes or photos
+    without labels."""
+    if model_plan.space is None or not context.scan.labelled:
+        return None
+    return pets_metrics(scored, model_plan.space, context.breeds)
 
 
 def _shown_layer(layers: list[LayerView]) -> LayerView | None:
@@ -320,32 +328,6 @@ def _titles(breeds, space) -> dict[str, str]:
     return {
         key: breeds.breeds[key].title if key in breeds.breeds else breed_title(key) for key in keys
     }
-
-
-def cam_colours() -> dict[str, str]:
-    from atlas.analysis.scores import COLOURS
-
-    return COLOURS
-
-
-def _cam_scores(
-    model_plan, context, layers: list[LayerView], image_paths: dict[str, str]
-) -> dict | None:
-    """The model page's table of CAM scores per layer and method (None before any)."""
-    from atlas.analysis.scores import score_view
-
-    entries = {job.image: context.cache.get(job.key) for job in model_plan.scores}
-    records = {name: entry.meta for name, entry in entries.items() if entry is not None}
-    if not records:
-        return None
-    methods = [
-        m
-        for m in CAM_METHODS
-        if any(m in r.get("energy", r.get("deletion", {})) for r in records.values())
-    ]
-    faithful = [(name, image_paths.get(name)) for name, r in records.items() if r.get("deletion")]
-    names = [layer.name for layer in layers]
-    return score_view(list(records.values()), names, methods, len(model_plan.images), faithful)
 
 
 def _method_maps(entry, index: int, methods, assets: Assets) -> dict:

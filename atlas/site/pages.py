@@ -9,11 +9,12 @@ import logging
 
 from atlas import __version__
 from atlas.plan.jobs import CAM_TITLES, PHOTO_SIDE, photo_job
+from atlas.site.cam_scores import cam_colours
 from atlas.site.compare import comparison, link_twins
 from atlas.site.confusions import confusion_pages
 from atlas.site.ledger import ledger, timestamp
-from atlas.site.model_view import cam_colours, model_view
-from atlas.site.views import ModelView, fit, markdown_html
+from atlas.site.model_view import model_view
+from atlas.site.views import ModelView, dataset_words, fit, markdown_html
 from atlas.site.writer import Assets, Page, Slugs
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
         Page("404.html", "404.html", "Not found", {}),
     ]
     for model in models:
-        pages += _model_pages(model, home)
+        pages += _model_pages(model, home, dataset_words(context.scan.layout))
     site = {
         "title": config.site.title,
         "version": __version__,
@@ -72,6 +73,7 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
         "jet": _jet_tables(),
         "cam_titles": CAM_TITLES,
         "cam_colours": cam_colours(),
+        "words": dataset_words(context.scan.layout),
     }
     return pages, site
 
@@ -90,12 +92,13 @@ def _photos(context, assets: Assets) -> dict[str, dict]:
     return photos
 
 
-def _model_pages(model: ModelView, home) -> list[Page]:
+def _model_pages(model: ModelView, home, words: dict) -> list[Page]:
     crumb = (model.title, model.path)
     pages = [Page(model.path, "model.html", model.title, model, crumbs=(home, (model.title, None)))]
     # before the accuracy page is rendered: it links the confusion pages
-    pages += confusion_pages(model, home) if model.has_classes else []
-    pages += _prediction_pages(model, home) if model.has_classes else []
+    accuracy = model.has_classes and model.metrics is not None  # no labels: no accuracy
+    pages += confusion_pages(model, home, words["Accuracy"]) if accuracy else []
+    pages += _prediction_pages(model, home, words, accuracy) if model.has_classes else []
     for i, layer in enumerate(model.layers):
         pages.append(
             Page(
@@ -136,22 +139,26 @@ def _model_pages(model: ModelView, home) -> list[Page]:
     return pages
 
 
-def _prediction_pages(model: ModelView, home) -> list[Page]:
+def _prediction_pages(model: ModelView, home, words: dict, accuracy: bool) -> list[Page]:
     crumb = (model.title, model.path)
-    return [
+    pages = [
         Page(
             model.sibling("predictions.html"),
             "predictions.html",
             f"{model.title}: predictions",
             model,
             crumbs=(home, crumb, ("Predictions", None)),
-        ),
+        )
+    ]
+    if not accuracy:
+        return pages
+    return pages + [
         Page(
             model.sibling("accuracy.html"),
             "accuracy.html",
-            f"{model.title}: pets accuracy",
+            f"{model.title}: {words['accuracy']}",
             model,
-            crumbs=(home, crumb, ("Pets accuracy", None)),
+            crumbs=(home, crumb, (words["Accuracy"], None)),
         ),
     ]
 

@@ -47,11 +47,12 @@ def _unit_breeds(unit, photo_breeds: dict[str, str]) -> list[str]:
 def build_index(models: list) -> dict:
     """The index of a site's models (:class:`atlas.site.pages.ModelView`), as plain data.
 
-    Keys: ``models`` [[id, title, path]]; ``breeds`` [title]; ``layers`` [[model, name,
-    path, [[unit, breed...]...]]] (a unit's page is ``units/<n>.html`` beside its layer's
-    page); ``photos`` [[name, breed, [[model, path or None]...]]] (None: the model's
-    ``predictions.html``); ``classes`` [[model, [label...]]] (found on the model's
-    ``accuracy.html``). Numbers in lists are indexes into ``models`` and ``breeds``.
+    Keys: ``models`` [[id, title, path]]; ``labels`` [title] (the dataset's classes: the
+    breeds for the pets); ``layers`` [[model, name, path, [[unit, label...]...]]] (a unit's
+    page is ``units/<n>.html`` beside its layer's page); ``photos`` [[name, label, [[model,
+    path or None]...]]] (None: the model's ``predictions.html``; label "" when unlabelled);
+    ``classes`` [[model, [label...]]] (found on the model's ``accuracy.html``). Numbers in
+    lists are indexes into ``models`` and ``labels``.
     """
     photo_breeds = _photo_breeds(models)
     breeds: dict[str, int] = {}
@@ -68,14 +69,16 @@ def build_index(models: list) -> dict:
             ]
             layers.append([number, layer.name, layer.path, units])
         for image in model.images:
-            entry = photos.setdefault(image.name, [image.name, breed_number(image.breed_title), []])
+            entry = photos.setdefault(
+                image.name, [image.name, breed_number(image.breed_title or ""), []]
+            )
             # None: no page of its own; the model's predictions table lists it
             entry[2].append([number, image.path if image.detailed else None])
-        if model.has_classes:
+        if model.has_classes and model.metrics is not None:  # its accuracy page lists them
             classes.append([number, list(model.space.labels)])
     return {
         "models": [[model.id, model.title, model.path] for model in models],
-        "breeds": list(breeds),
+        "labels": list(breeds),
         "layers": layers,
         "photos": list(photos.values()),
         "classes": classes,

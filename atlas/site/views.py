@@ -175,3 +175,40 @@ def median(values: list[float]) -> float | None:
         return None
     middle = len(values) // 2
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def dataset_words(layout: str) -> dict[str, str | bool]:
+    """The words pages use for the dataset's labels: the pets' own (breed, species, pet,
+    trimap) for the Oxford layout, generic ones (class, group, object, mask) for any
+    other, so a site of flowers never speaks of breeds."""
+    if layout == "oxford":
+        return {
+            "pets": True,
+            "class": "breed",
+            "classes": "breeds",
+            "Class": "Breed",
+            "Classes": "Breeds",
+            "group": "species",
+            "groups": "species",
+            "object": "pet",
+            "mask": "trimap",
+            "masks": "trimaps",
+            "accuracy": "pets accuracy",
+            "Accuracy": "Pets accuracy",
+            "on": "the pets",
+        }
+    return {
+        "pets": False,
+        "class": "class",
+        "classes": "classes",
+        "Class": "Class",
+        "Classes": "Classes",
+        "group": "group",
+        "groups": "groups",
+        "object": "object",
+        "mask": "mask",
+        "masks": "masks",
+        "accuracy": "accuracy",
+        "Accuracy": "Accuracy",
+        "on": "the photos",
+    }

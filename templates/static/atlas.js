@@ -77,15 +77,15 @@
     if (kept && kept !== "gradcam") { showCam(kept); }
   }
 
-  // Predictions table: breed and "mistakes only" filters.
-  var breed = document.querySelector("select.breed-filter");
+  // Predictions table: class and "mistakes only" filters.
+  var breed = document.querySelector("select.class-filter");
   var wrong = document.querySelector("input.wrong-only");
   var count = document.querySelector(".count");
   function filterRows() {
     var shown = 0;
     var rows = document.querySelectorAll("table.predictions tbody tr");
     rows.forEach(function (row) {
-      var show = (!breed || !breed.value || row.dataset.breed === breed.value) &&
+      var show = (!breed || !breed.value || row.dataset.class === breed.value) &&
         (!wrong || !wrong.checked || row.dataset.correct === "no");
       row.classList.toggle("hidden", !show);
       if (show) { shown += 1; }
@@ -113,7 +113,7 @@
       add("layer", model[1] + " · " + layer[1], model[0] + " " + model[1] + " " + layer[1], layer[2]);
       var folder = layer[2].replace(/index\.html$/, "units/");
       layer[3].forEach(function (unit) {
-        var breeds = unit.slice(1).map(function (b) { return data.breeds[b]; });
+        var breeds = unit.slice(1).map(function (b) { return data.labels[b]; });
         add("unit", model[1] + " · " + layer[1] + " unit " + unit[0] +
             (breeds.length ? " (" + breeds.join(", ") + ")" : ""),
             model[0] + " " + layer[1] + " unit " + unit[0] + " " + breeds.join(" "),
@@ -121,10 +121,10 @@
       });
     });
     data.photos.forEach(function (photo) {
-      var breed = data.breeds[photo[1]];
+      var breed = data.labels[photo[1]];
       photo[2].forEach(function (where) {
         var model = data.models[where[0]];
-        add("photo", photo[0] + " (" + breed + ") · " + model[1],
+        add("photo", photo[0] + (breed ? " (" + breed + ")" : "") + " · " + model[1],
             photo[0] + " " + breed + " " + model[0],
             where[1] || model[2].replace(/index\.html$/, "predictions.html"));
       });

@@ -474,3 +474,24 @@ def test_masks_are_found_by_name_and_a_wrong_size_is_skipped(tmp_path, caplog):
     usable = _usable_masks(masks, names, context)
     assert list(usable) == ["cat/IMG_1"]
     assert any("IMG_2.png" in r.getMessage() and "10x10" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_classes_dataset_with_another_output_count_is_one_line(tmp_path, capsys):
+    """A model with ``classes: dataset`` whose outputs are not the dataset's classes: one
+    error line naming the model and the key, nothing rendered."""
+    from atlas.cli import main
+
+    class_folders(tmp_path / "photos", classes=("a", "b", "c"), per_class=1)
+    tiny_classifier(2).save(tmp_path / "two.keras")
+    config = write_config(
+        tmp_path,
+        {"images": "photos"},
+        [{"id": "two", "file": "two.keras", "classes": "dataset"}],
+    )
+    code = main(["build", "--no-progress", "-c", str(config)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert code in (1, 2) and len(errors) == 1
+    for needle in ("models[0].classes", "'two'", "2 outputs", "3 labels"):
+        assert needle in errors[0], errors[0]
+    assert not (tmp_path / "_site").exists()

@@ -495,3 +495,33 @@ def test_classes_dataset_with_another_output_count_is_one_line(tmp_path, capsys)
     for needle in ("models[0].classes", "'two'", "2 outputs", "3 labels"):
         assert needle in errors[0], errors[0]
     assert not (tmp_path / "_site").exists()
+
+
+@pytest.mark.slow
+def test_a_four_channel_model_sees_the_photos_with_an_opaque_alpha(tmp_path):
+    """A 4-channel input (RGB + alpha, or a fourth band): photos get an opaque alpha
+    channel (255), and the page's probabilities are plain Keras' on that input."""
+    photos = class_folders(tmp_path / "photos", classes=("a", "b"), per_class=2)
+    model = tmp_path / "four.keras"
+    tiny_classifier(2, channels=4, seed=9).save(model)
+    config = write_config(
+        tmp_path, {"images": "photos"}, [{"id": "four", "file": "four.keras", "classes": "dataset"}]
+    )
+    site = build(config)
+    import keras
+
+    files = sorted(photos.rglob("*.jpg"))
+    rgb = np.stack(
+        [
+            np.asarray(
+                Image.open(f).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR), np.float32
+            )
+            for f in files
+        ]
+    )
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:-1] + (1,), 255.0, np.float32)], axis=-1)
+    expected = np.asarray(keras.saving.load_model(model, compile=False)(rgba)).max(axis=1)
+    page = (site / "models" / "four" / "predictions.html").read_text(encoding="utf-8")
+    shown = [float(p) / 100 for p in re.findall(r'<span class="cls[^"]*">(?:a|b) ([\d.]+)%', page)]
+    np.testing.assert_allclose(shown[::2], expected, atol=0.001)
+    assert_no_pets_words(site)

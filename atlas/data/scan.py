@@ -213,21 +213,11 @@ def _unique(files) -> tuple[list, list[Skipped]]:
     """The listed files whose names are usable and unique (any letter case)."""
     kept, skipped, seen = [], [], {}
     for item in files:
-        folded = item.name.casefold()
-        reason = None
-        try:
-            item.name.encode("utf-8")
-        except UnicodeEncodeError:
-            reason = "file name is not valid UTF-8"
-        if reason is None and folded in seen:
-            reason = (
-                f"same name as {seen[folded]} apart from letter case or extension; "
-                "their pages would collide"
-            )
+        reason = _utf8_problem(item.name) or _collision(item.name, seen)
         if reason is not None:
             skipped.append(_skip(item.path, reason))
             continue
-        seen[folded] = item.path.name
+        seen[item.name.casefold()] = item.path.name
         kept.append(item)
     return kept, skipped
 
@@ -301,31 +291,42 @@ def _list_candidates(
         if reason == "":
             continue  # a folder or other non-file: not a candidate at all
         name = path.stem
-        folded = name.casefold()
-        if reason is None and folded in seen:
-            reason = (
-                f"same name as {seen[folded]} apart from letter case or extension; "
-                "their pages would collide"
-            )
+        if reason is None:
+            reason = _collision(name, seen)
         if reason is None:
             reason = _name_problem(name, annotations)
         if reason is not None:
             skipped.append(_skip(path, reason))
             continue
-        seen[folded] = entry.name
+        seen[name.casefold()] = entry.name
         candidates.append((path, name))
     return candidates, skipped
 
 
-def _name_problem(name: str, annotations: dict[str, Annotation]) -> str | None:
-    """Say why a file stem cannot name a labelled image, or None when it can."""
+def _utf8_problem(name: str) -> str | None:
+    # Undecodable bytes would break every page and JSON file that names the image.
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        # Undecodable bytes would break every page and JSON file that names the image.
         return "file name is not valid UTF-8"
-    if name in annotations:
+    return None
+
+
+def _collision(name: str, seen: dict[str, str]) -> str | None:
+    """Why a name cannot be used beside the names ``seen`` (casefolded -> file name)."""
+    if name.casefold() not in seen:
         return None
+    return (
+        f"same name as {seen[name.casefold()]} apart from letter case or extension; "
+        "their pages would collide"
+    )
+
+
+def _name_problem(name: str, annotations: dict[str, Annotation]) -> str | None:
+    """Say why a file stem cannot name a labelled image, or None when it can."""
+    problem = _utf8_problem(name)
+    if problem is not None or name in annotations:
+        return problem
     try:
         breed_from_filename(name)
     except AtlasError:

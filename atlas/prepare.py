@@ -92,7 +92,12 @@ def _scan(config: Config, cache: Cache) -> DatasetScan:
         layout=dataset.layout,
         classes=classes,
         groups=read_groups(dataset.groups) if dataset.groups else None,
-        known_breeds=_pet_breeds(dataset.breeds) if dataset.layout == "auto" else (),
+        # read only when the layout is guessed from file names (no list.txt is given)
+        known_breeds=(
+            _pet_breeds(dataset.breeds)
+            if dataset.layout == "auto" and dataset.annotations is None
+            else ()
+        ),
     )
     if len(memo) != before:
         cache.write_memo(SCAN_MEMO, memo)

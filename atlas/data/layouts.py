@@ -36,6 +36,9 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "validation", "te
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
 # What Keras' image_dataset_from_directory reads; Pillow's other formats are added.
 KERAS_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Enough to tell a folder of photos in detect(), without loading every Pillow plugin (that
+# costs a no-op rebuild of the default site a tenth of a second); listing reads them all.
+DETECT_EXTENSIONS = frozenset(KERAS_EXTENSIONS) | {".webp", ".tif", ".tiff", ".jpe", ".jfif"}
 
 
 @dataclass(frozen=True)

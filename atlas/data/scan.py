@@ -147,7 +147,7 @@ def scan_dataset(
     memo = known if known is not None else {}
     if layout == "auto":
         layout = layouts.detect(
-            images_dir, annotation_list, _IMAGE_EXTENSIONS | _pillow_extensions(), known_breeds
+            images_dir, annotation_list, layouts.DETECT_EXTENSIONS, known_breeds
         )
         log.debug("%s: dataset layout %s", images_dir, layout)
     if layout == "oxford":

@@ -19,6 +19,7 @@ from atlas.site.views import (
     LayerView,
     ModelView,
     UnitView,
+    dataset_words,
     markdown_html,
     median,
 )
@@ -263,7 +264,7 @@ def model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) 
             confusion_svg(
                 metrics,
                 _titles(context.breeds, model_plan.space),
-                "breed" if context.scan.layout == "oxford" else "class",
+                dataset_words(context.scan.layout)["class"],
             )
             if metrics and metrics.matrix
             else None

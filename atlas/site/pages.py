@@ -24,6 +24,7 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
     """Every page of the site; returns (pages, the site-wide template values)."""
     config = context.config
     slugs = Slugs()
+    words = dataset_words(context.scan.layout)
     photos = _photos(context, assets)
     models = [model_view(p, context, assets, slugs, photos) for p in context.models]
     link_twins(models)
@@ -63,7 +64,7 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
         Page("404.html", "404.html", "Not found", {}),
     ]
     for model in models:
-        pages += _model_pages(model, home, dataset_words(context.scan.layout))
+        pages += _model_pages(model, home, words)
     site = {
         "title": config.site.title,
         "version": __version__,
@@ -73,7 +74,7 @@ def collect_pages(context, assets: Assets) -> tuple[list[Page], dict]:
         "jet": _jet_tables(),
         "cam_titles": CAM_TITLES,
         "cam_colours": cam_colours(),
-        "words": dataset_words(context.scan.layout),
+        "words": words,
     }
     return pages, site
 

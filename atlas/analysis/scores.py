@@ -120,14 +120,24 @@ def summarise(
 
 def empty_counts(
     entries: Sequence[dict], layers: int, methods: Sequence[str]
-) -> dict[str, list[int]]:
-    """Per method and layer, how many photos' maps were empty (their scores undefined)."""
+) -> dict[str, dict[str, list[int]]]:
+    """Per metric, method and layer, how many of the photos scored for that metric had an
+    empty map there (an undefined score, None, left out of :func:`summarise`)."""
     return {
-        method: [
-            sum(1 for entry in entries if (entry.get("empty") or {}).get(method, [0] * layers)[i])
-            for i in range(layers)
-        ]
-        for method in methods
+        metric: {
+            method: [
+                sum(
+                    1
+                    for entry in entries
+                    if entry.get(metric)
+                    and method in entry[metric]
+                    and entry[metric][method][layer] is None
+                )
+                for layer in range(layers)
+            ]
+            for method in methods
+        }
+        for metric in METRICS
     }
 
 

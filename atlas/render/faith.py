@@ -144,7 +144,6 @@ def run_scores(
         layers, methods = len(entry.meta["shapes"]), job.extra["methods"]
         maps = cached_maps(entry, layers, methods)
         meta: dict = {"class": entry.meta["cam_classes"][0], "layers": layers}
-        meta["empty"] = {m: [int(is_empty(cam)) for cam in maps[m]] for m in maps}
         if job.extra["trimap"] is not None:
             meta.update(_localisation(maps, scores.load_trimap(job.extra["trimap"])))
         if job.extra["faithful"] and job.image in photos:

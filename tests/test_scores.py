@@ -142,3 +142,17 @@ def test_scores_without_score_cam(tmp_path, project_factory):
     assert report.rendered["scores"] == 1
     page = (report.output / "models" / "tiny" / "index.html").read_text()
     assert '<th colspan="4">LayerCAM</th>' in page and "Score-CAM" not in page
+
+
+def test_empty_maps_are_counted_among_each_metrics_own_photos():
+    """An empty map's scores are None: left out of the mean and counted, per metric, among
+    the photos that metric was scored on (not among every photo)."""
+    located = {"energy": {"gradcam": [None, 0.5]}, "pointing": {"gradcam": [None, 1]}}
+    faithful = {"deletion": {"gradcam": [0.2, None]}, "insertion": {"gradcam": [0.6, None]}}
+    entries = [located, dict(located), faithful]
+    table = scores.summarise(entries, 2, ["gradcam"])
+    empty = scores.empty_counts(entries, 2, ["gradcam"])
+    assert table["energy"]["gradcam"] == [(None, 0), (0.5, 2)]
+    assert empty["energy"]["gradcam"] == [2, 0]
+    assert table["deletion"]["gradcam"] == [(pytest.approx(0.2), 1), (None, 0)]
+    assert empty["deletion"]["gradcam"] == [0, 1]

@@ -242,6 +242,7 @@ def _executor(context: BuildContext, models: LoadedModels, options: BuildOptions
         count=count,
         progress=options.progress,
         throughput=measured,
+        in_use=models.in_use,
     )
     return local.LocalExecutor(runner, beside=not options.serial)
 

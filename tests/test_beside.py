@@ -4,6 +4,7 @@ timer keeps wall-clock and CPU figures honest when stages overlap."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -128,6 +129,9 @@ def test_only_unit_tasks_go_beside() -> None:
         def get_model(self, model):
             return None
 
+        def in_use(self):
+            return contextlib.nullcontext()
+
     executor = local.LocalExecutor(Runner())
     original = local.execute
 
@@ -177,6 +181,57 @@ def test_a_build_keeps_only_the_most_recent_models_loaded(monkeypatch) -> None:
     models.get(configs["b"])  # released: loaded again
     assert loaded == ["a", "b", "c", "b"]
     assert len(models._loaded) == 2
+
+
+def test_a_released_model_is_destroyed_only_while_no_task_runs(monkeypatch) -> None:
+    """Destroying a model's traced functions while another thread runs one crashed a CI
+    build (SIGSEGV, tensorflow#59242): a model released while the unit pictures' thread is
+    inside a task lives until that task has ended, and no task starts meanwhile."""
+    import gc
+    import threading
+    import weakref
+    from types import SimpleNamespace
+
+    import atlas.render.load
+    from atlas.execute.models import LoadedModels
+
+    class Model:
+        def __init__(self, config):
+            self.cycle = self  # as traced functions do: only the collector frees it
+
+    monkeypatch.setattr(atlas.render.load, "load_model", Model)
+    models = LoadedModels(StageTimer(), max_loaded=1)
+    configs = {name: SimpleNamespace(id=name) for name in "ab"}
+    inside, leave = threading.Event(), threading.Event()
+
+    def other_task() -> None:
+        with models.in_use():
+            inside.set()
+            leave.wait(10)
+
+    with models.in_use():
+        first = weakref.ref(models.get(configs["a"]))
+    thread = threading.Thread(target=other_task)
+    thread.start()
+    inside.wait(10)
+    with models.in_use():
+        models.get(configs["b"])  # a is released while the other task runs
+    gc.collect()
+    assert first() is not None  # held: the other thread is still inside its task
+    started = threading.Event()
+
+    def next_task() -> None:
+        with models.in_use():
+            assert first() is None  # destroyed before this task began
+            started.set()
+
+    waiting = threading.Thread(target=next_task)
+    waiting.start()
+    assert not started.wait(0.2)  # it waits for the other thread's task to end
+    leave.set()
+    thread.join(10)
+    waiting.join(10)
+    assert started.is_set() and first() is None
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from atlas.config.settings import ModelConfig
@@ -28,6 +29,8 @@ class LocalRun:
     count: Callable[[str, int], None]  # kind, jobs rendered
     progress: bool = True
     throughput: estimate.Throughput = field(default_factory=lambda: estimate.Throughput({}))
+    # Around each task: the loaded models' gate (LoadedModels.in_use)
+    in_use: Callable[[], AbstractContextManager] = nullcontext
 
 
 class LocalExecutor:
@@ -125,12 +128,13 @@ def _run_group(
         for task in group:
             if stop is not None and stop.is_set():
                 raise _Stopped
-            if task.model is not None:
-                runner.get_model(task.model)  # loading is not rendering throughput
-            with runner.timer.stage(f"render {LABELS[kind]}"):
-                start = time.perf_counter()
-                execute(task, runner.cache, runner.get_model, counted)
-                seconds = time.perf_counter() - start
+            with runner.in_use():
+                if task.model is not None:
+                    runner.get_model(task.model)  # loading is not rendering throughput
+                with runner.timer.stage(f"render {LABELS[kind]}"):
+                    start = time.perf_counter()
+                    execute(task, runner.cache, runner.get_model, counted)
+                    seconds = time.perf_counter() - start
                 for name in [kind] + ([f"{kind}:{task.model.id}"] if task.model else []):
                     runner.throughput.record(name, seconds, task.gflop, len(task.jobs))
     finally:

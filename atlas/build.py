@@ -25,7 +25,7 @@ from atlas.plan import jobs as plan
 from atlas.plan.context import BuildContext, ModelPlan, StageTimer, planned_jobs
 from atlas.plan.exemplars import exemplar_jobs
 from atlas.plan.jobs import Job
-from atlas.prepare import BuildOptions, prepare
+from atlas.prepare import BuildOptions, calibrated_throughput, prepare
 from atlas.project import resources
 from atlas.site.ledger import peak_rss
 
@@ -105,20 +105,28 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
         with timer.stage("pages"):
             written = write_site(context, current, checked=True)
         return _report(written.output, written.pages, written.size, context, timer)
-    throughput = estimate.Throughput.from_json(cache.read_aux(estimate.THROUGHPUT))
+    throughput = calibrated_throughput(cache)
     with timer.stage("plan"):
         table = plan_report.rows(context, throughput, options.max_steps, options.force)
         plan_report.check_budget(config, table, plan_report.widest_layer(context))
+        for line in plan_report.long_stages(context, table):
+            log.warning("%s", line)
     measured = estimate.Throughput({})
     _render(context, models, options, throughput, measured)
-    if measured.kinds:  # a build that rendered nothing measured nothing
-        _save_throughput(cache, throughput.updated(measured))
+    for model_id, seconds in models.loads:  # the plan's "load" rows
+        for name in ("load", f"load:{model_id}"):
+            measured.record(name, seconds, 0.0, 1)
     if options.shard is not None:
+        if measured.kinds:  # a build that rendered nothing measured nothing
+            _save_throughput(cache, throughput.updated(measured))
         return _report(None, 0, 0, context, timer)
     with timer.stage("pages"):
         from atlas.site.manifest import inputs_digest
 
+        started = time.perf_counter()
         written = write_site(context, inputs_digest(context, resources.templates()))
+        measured.record("pages", time.perf_counter() - started, 0.0, written.pages)
+    _save_throughput(cache, throughput.updated(measured))
     if options.prune:
         keep = _referenced_keys(context)
         removed, freed = cache.prune(keep)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,7 +163,7 @@ def _plan_model(
             )
         )
     if space is not None:
-        result.scores = _score_jobs(config, model, result.images, context)
+        result.scores = _score_jobs(config, model, result.images, len(chosen), context)
     limit = model.render.units_per_layer
     result.params = plan.unit_params(model, index, size)
     for layer in chosen:
@@ -191,7 +192,11 @@ def _view_jobs(model: ModelConfig, layer: dict, count: int, params: object) -> l
 
 
 def _score_jobs(
-    config: Config, model: ModelConfig, image_jobs: list[Job], context: BuildContext
+    config: Config,
+    model: ModelConfig,
+    image_jobs: list[Job],
+    layer_count: int,
+    context: BuildContext,
 ) -> list[Job]:
     """A scores job for each detailed photo with a mask or chosen for faithfulness."""
     from atlas.data.masks import STEPS, find_trimaps
@@ -202,8 +207,9 @@ def _score_jobs(
         trimaps = _usable_masks(config.dataset.masks, names, context)
     detailed = [image for image in context.detailed if image.name in set(names)]
     faithful = set(select.faithfulness_images(detailed, trimaps, model.render.faithfulness_photos))
+    layers = select.faithfulness_layers(layer_count, model.render.score_layers)
     return [
-        plan.scores_job(model, job, trimaps.get(job.image), job.image in faithful, STEPS)
+        plan.scores_job(model, job, trimaps.get(job.image), job.image in faithful, STEPS, layers)
         for job in image_jobs
         if job.image in trimaps or job.image in faithful
     ]
@@ -296,7 +302,7 @@ def run_plan(config_path: Path | str, as_json: bool = False) -> str:
     config = load_config(config_path)
     cache = open_cache(config.cache)
     context, _ = prepare(config, cache, BuildOptions(progress=False), StageTimer())
-    throughput = estimate.Throughput.from_json(cache.read_aux(estimate.THROUGHPUT))
+    throughput = calibrated_throughput(cache, probe=True)
     table = report.rows(context, throughput)
     total = report.total_bytes(table)
     if as_json:
@@ -306,9 +312,41 @@ def run_plan(config_path: Path | str, as_json: bool = False) -> str:
                 "site_bytes": round(total),
                 "max_size": config.site.max_size,
                 "fits": total <= config.site.max_size,
-                "seconds": sum(r.seconds for r in table),
+                "seconds": sum(r.seconds for r in table if r.jobs - r.cached),
+                "wall_seconds": report.wall_seconds(table),
                 "gflop": sum(r.gflop for r in table),
             },
             indent=1,
         )
     return report.format_table(table, config.site.max_size)
+
+
+def calibrated_throughput(cache, probe: bool = False) -> estimate.Throughput:
+    """The throughput earlier builds recorded in the cache, its nominal rates scaled to this
+    machine by the probe recorded there; with ``probe``, the probe is run (in a fresh
+    process, a few seconds) when the cache has none, and recorded."""
+    throughput = estimate.Throughput.from_json(cache.read_aux(estimate.THROUGHPUT))
+    try:
+        found = json.loads(cache.read_aux(estimate.CALIBRATION) or b"null")
+    except ValueError:
+        found = None
+    if found is None and probe:
+        found = _probe()
+        if found is not None:
+            cache.write_aux(estimate.CALIBRATION, json.dumps(found).encode())
+    return throughput.calibrated(found)
+
+
+def _probe() -> dict | None:
+    """This machine's speed on a fixed workload (atlas.render.probe), or None."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "atlas.render.probe"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        log.warning("the speed probe failed: the plan's times use the reference machine's rates")
+        return None

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PET, BACKGROUND, BORDER = 1, 2, 3
 METRICS = ("energy", "pointing", "deletion", "insertion")
+FAITHFULNESS = ("deletion", "insertion")  # the metrics that run the model (forward passes)
 METRIC_TITLES = {
     "energy": "energy on the pet",
     "pointing": "pointing game",
@@ -122,7 +123,8 @@ def empty_counts(
     entries: Sequence[dict], layers: int, methods: Sequence[str]
 ) -> dict[str, dict[str, list[int]]]:
     """Per metric, method and layer, how many of the photos scored for that metric had an
-    empty map there (an undefined score, None, left out of :func:`summarise`)."""
+    empty map there (an undefined score, None, left out of :func:`summarise`). A layer
+    left out of a photo's deletion/insertion curves (its ``faith_layers``) is not empty."""
     return {
         metric: {
             method: [
@@ -132,6 +134,7 @@ def empty_counts(
                     if entry.get(metric)
                     and method in entry[metric]
                     and entry[metric][method][layer] is None
+                    and (metric not in FAITHFULNESS or layer in scored_layers(entry, layers))
                 )
                 for layer in range(layers)
             ]
@@ -139,6 +142,11 @@ def empty_counts(
         }
         for metric in METRICS
     }
+
+
+def scored_layers(entry: dict, layers: int) -> set[int]:
+    """The layers a photo's deletion/insertion curves were run for (all when unrecorded)."""
+    return set(entry.get("faith_layers", range(layers)))
 
 
 def best_cells(table: dict, metric: str) -> set[tuple[str, int]]:
@@ -186,6 +194,10 @@ def score_view(
         "without_trimap": detailed - located,
         "faithful": sum(1 for record in records if record.get("deletion")),
         "faithful_photos": list(faithful_photos),
+        # The layers with deletion/insertion curves (a spread: render.scores.layers)
+        "faith_layers": sorted(
+            set().union(*(scored_layers(r, len(layer_names)) for r in records if r.get("deletion")))
+        ),
         "empty": empty_counts(records, len(layer_names), methods),
         "steps": STEPS,
         "chart": chart_svg(table["energy"], layer_names),

@@ -39,6 +39,8 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
             "scorecam_channels",
             "precision",
             "faithfulness_photos",
+            "scores",
+            "warn_after",
             "unit_views",
             "classic",
             "lucid",
@@ -62,12 +64,29 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         faithfulness_photos=check.typed(
             data, "faithfulness_photos", path, int, base.faithfulness_photos
         ),
+        score_layers=_score_layers(check, data, path, base.score_layers),
+        warn_after=check.typed(data, "warn_after", path, float, base.warn_after),
         unit_views=parse_unit_views(check, data, path, base.unit_views),
         classic={**base.classic, **parse_method_params(check, data, "classic", path)},
         lucid={**base.lucid, **parse_method_params(check, data, "lucid", path)},
     )
     _check_render_values(check, data, path, settings)
     return settings
+
+
+def _score_layers(check: Checker, data: dict, path: str, base: int | None) -> int | None:
+    """``scores: {layers: N | all}``: how many layers get deletion/insertion curves."""
+    block = check.mapping(data.get("scores", {}), f"{path}.scores", ("layers",))
+    value = block.get("layers", base)
+    if value == "all" or value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        check.problem(
+            f"{path}.scores.layers",
+            f"expected a number of layers (at least 1) or all; got {value!r}",
+        )
+        return base
+    return value
 
 
 def _check_render_values(check: Checker, data: dict, path: str, settings: RenderSettings) -> None:
@@ -87,6 +106,8 @@ def _check_render_values(check: Checker, data: dict, path: str, settings: Render
         check.problem(f"{path}.gradcam_alpha", "must be between 0 and 1")
     if "scorecam_channels" in data and settings.scorecam_channels < 0:
         check.problem(f"{path}.scorecam_channels", "must be at least 0 (0 leaves Score-CAM out)")
+    if "warn_after" in data and settings.warn_after < 0:
+        check.problem(f"{path}.warn_after", "must be at least 0 minutes (0: never warn)")
     if "faithfulness_photos" in data and settings.faithfulness_photos < 0:
         check.problem(
             f"{path}.faithfulness_photos", "must be at least 0 (0: no deletion/insertion curves)"

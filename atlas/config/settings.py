@@ -65,6 +65,10 @@ class RenderSettings:
     gradcam_alpha: float = 0.4
     scorecam_channels: int = 6
     faithfulness_photos: int = 6
+    # Layers whose maps get deletion/insertion curves: a spread of at most this many,
+    # always the deepest (None: every layer, `render.scores.layers: all`).
+    score_layers: int | None = 12
+    warn_after: float = 15.0  # minutes: a stage estimated longer is announced before rendering
     seed: int = 0
     precision: str = "float32"  # or mixed_bfloat16: the unit renderer's arithmetic
     unit_views: UnitViews = UnitViews()  # the unit pages' views (atlas.analysis.unit_views)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from atlas.config.settings import ModelConfig
+from atlas.plan import estimate
 from atlas.plan.context import StageTimer
 
 log = logging.getLogger(__name__)
 
-MAX_LOADED = 3  # models kept loaded at once (see LoadedModels)
+MAX_LOADED = estimate.MODELS_KEPT_LOADED  # models kept loaded at once (see LoadedModels)
 
 
 class LoadedModels:
@@ -37,6 +39,7 @@ class LoadedModels:
         self._quiet = threading.Condition(self._lock)  # signalled when a task ends
         self._running = 0  # tasks inside in_use()
         self._released: list[object] = []  # held until no task runs
+        self.loads: list[tuple[str, float]] = []  # (model id, seconds) of each load
 
     def get(self, config: ModelConfig):
         with self._lock:
@@ -79,4 +82,7 @@ class LoadedModels:
             from atlas.render.load import load_model
 
             log.info("loading model %s", config.id)
-            return load_model(config)
+            start = time.perf_counter()
+            loaded = load_model(config)
+            self.loads.append((config.id, time.perf_counter() - start))
+            return loaded

@@ -172,11 +172,9 @@ def _curves(job: Job, layers: int) -> int:
     """Forward passes of a scores job: its deletion/insertion curves (1 for other kinds)."""
     if job.kind != "scores":
         return 1
-    if not job.extra["faithful"]:
-        return 0
     from atlas.data.masks import STEPS
 
-    return 3 + 2 * (STEPS - 1) * layers * len(job.extra["methods"])
+    return estimate.faithfulness_passes(job.extra, layers, STEPS)
 
 
 def exemplar_tasks(model_plan, jobs: Sequence[Job], images: dict[str, DatasetImage]) -> list[Task]:

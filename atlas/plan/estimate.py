@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 # Pictures per job of the unit picture kinds (atlas.analysis.unit_views; DIVERSITY_PICTURES).
 PICTURES = {"unit": 1, "negative": 1, "diversity": DIVERSITY_PICTURES}
 THROUGHPUT = "throughput.json"  # in the cache: {kind: {"seconds", "gflop", "jobs"}}
+CALIBRATION = "calibration.json"  # in the cache: this machine's probe (atlas.render.probe)
+# The probe's GFLOP/s on the machine the nominal rates were measured on: a machine whose
+# probe runs twice as fast gets half the nominal times (``Throughput.scale``).
+REFERENCE_PROBE_GFLOPS = 150.0
+MODELS_KEPT_LOADED = 3  # models a build keeps loaded at once (atlas.execute.models)
 # Measured on the project's 2-core CPU (default build: MobileNet 0.25, 128 px): used until
 # a build on this machine records its own throughput.
 # (Image maps and exemplars are mostly drawing and PNG encoding there, hence their rates.)
@@ -45,7 +50,15 @@ NOMINAL_SECONDS_PER_JOB = {
     "photo": 0.009,
     "grid": 0.14,
     "facts": 2.0,
+    "localisation": 0.05,  # reading a photo's maps and its mask (no forward pass)
+    "faithfulness": 1.0,  # building a photo's curves' inputs (beside their forward passes)
+    "load": 1.5,  # building or reading a model (plus LOAD_SECONDS_PER_PARAM)
+    "pages": 0.004,  # rendering and writing one HTML page
 }
+LOAD_SECONDS_PER_PARAM = 1e-7  # InceptionV3 (24 M weights): ~4 s to build or read
+# Kinds timed by another kind's record: negative and diversity pictures are rendered in the
+# unit tasks, deletion/insertion curves in the scores tasks.
+TIMED_AS = {"negative": "unit", "diversity": "unit", "faithfulness": "scores"}
 # Nominal file bytes (WebP/PNG/JPEG at atlas' encodings), from the default site.
 UNIT_BYTES_PER_PIXEL = 3600 / 96**2  # a 96-px lucid picture: ~3.6 KB at WebP 70
 ACTIVATION_GRID_BYTES = 5000  # one activation grid of an image, 160 px, WebP 40
@@ -137,6 +150,15 @@ class Throughput:
     """Measured seconds, GFLOPs and jobs per kind (accumulated over recent builds)."""
 
     kinds: dict[str, dict[str, float]]
+    scale: float = 1.0  # the nominal rates' factor on this machine (calibrated())
+
+    def calibrated(self, probe: dict | None) -> Throughput:
+        """This record with nominal rates scaled by this machine's probe (see
+        :data:`REFERENCE_PROBE_GFLOPS`); unchanged without a valid probe."""
+        speed = probe.get("gflops") if isinstance(probe, dict) else None
+        if not isinstance(speed, int | float) or speed <= 0:
+            return self
+        return Throughput(self.kinds, REFERENCE_PROBE_GFLOPS / float(speed))
 
     @classmethod
     def from_json(cls, text: str | bytes | None) -> Throughput:
@@ -168,7 +190,7 @@ class Throughput:
         """This record with a build's measurements added, the older ones weighing half as
         much (machines and loads change)."""
         kinds = {k: {f: v / 2 for f, v in r.items()} for k, r in self.kinds.items()}
-        result = Throughput(kinds)
+        result = Throughput(kinds, self.scale)
         for kind, record in build.kinds.items():
             result.record(kind, record["seconds"], record["gflop"], int(record["jobs"]))
         return result
@@ -177,19 +199,20 @@ class Throughput:
         self, kind: str, gflop: float, jobs: int, model: str | None = None
     ) -> tuple[float, bool]:
         """(estimated seconds, measured?) for ``jobs`` of a kind totalling ``gflop``: from
-        this model's record of the kind, else the kind's, else nominal rates. Negative and
-        diversity pictures are rendered in the unit tasks: they take the units' rates."""
+        this model's record of the kind, else the kind's, else nominal rates (scaled to
+        this machine by its probe). A kind timed in another kind's tasks
+        (:data:`TIMED_AS`) takes that kind's rate per GFLOP."""
         pictures = PICTURES.get(kind, 1)
-        kind = "unit" if kind in PICTURES else kind
-        for name in ([f"{kind}:{model}"] if model else []) + [kind]:
+        timed = TIMED_AS.get(kind, kind)
+        for name in ([f"{timed}:{model}"] if model else []) + [timed]:
             record = self.kinds.get(name)
             if record and gflop > 0 and record["gflop"] > 0:
                 return gflop * record["seconds"] / record["gflop"], True
-            if record and gflop <= 0 and record["jobs"] > 0:
+            if record and gflop <= 0 and record["jobs"] > 0 and kind != "faithfulness":
                 return jobs * pictures * record["seconds"] / record["jobs"], True
-        per_job = NOMINAL_SECONDS_PER_JOB.get(kind, 0.05) * pictures
-        nominal = gflop / NOMINAL_GFLOPS + jobs * per_job
-        return nominal, False
+        per_job = NOMINAL_SECONDS_PER_JOB.get(kind, NOMINAL_SECONDS_PER_JOB.get(timed, 0.05))
+        nominal = gflop / NOMINAL_GFLOPS + jobs * per_job * pictures
+        return nominal * self.scale, False
 
 
 # -- one row per model and kind -------------------------------------------------------------
@@ -320,6 +343,28 @@ def job_gflop(
         return total / 1e9
     if kind == "exemplars":
         return images * prefix[layer] / 1e9
-    if kind == "scores":  # ``images``: the forward passes of its deletion/insertion curves
+    if kind in ("scores", "faithfulness"):  # ``images``: its curves' forward passes
         return images * total / 1e9
     return 0.0
+
+
+def faithfulness_passes(extra: dict, layers: int, steps: int) -> int:
+    """Forward passes of one photo's deletion/insertion curves (a scores job's ``extra``):
+    the photo, black and blurred once, then ``steps - 1`` inner points of both curves for
+    each scored layer and method."""
+    if not extra["faithful"]:
+        return 0
+    scored = sum(1 for index in extra["faith_layers"] if index < layers)
+    return 3 + 2 * (steps - 1) * scored * len(extra["methods"])
+
+
+def load_seconds(facts: dict) -> float:
+    """Nominal seconds to build or read a model, from its weights."""
+    weights = sum(int(layer.get("params") or 0) for layer in facts.get("layers", []))
+    return NOMINAL_SECONDS_PER_JOB["load"] + LOAD_SECONDS_PER_PARAM * weights
+
+
+def page_count(units: int, layers: int, detailed: int, models: int) -> int:
+    """The site's HTML pages: a page per unit, layer and detailed photo of each model,
+    the model's own pages (index, predictions, accuracy, summary...) and the site's."""
+    return units + layers + detailed + 6 * models + 4

@@ -32,7 +32,7 @@ RENDERER_VERSION = {
     "unit": 8,
     "grid": 2,
     "exemplars": 3,
-    "scores": 2,
+    "scores": 3,
     "negative": 2,
     "diversity": 2,
 }
@@ -210,12 +210,19 @@ def image_job(
 
 
 def scores_job(
-    model: ModelConfig, image: Job, trimap: Path | None, faithful: bool, steps: int
+    model: ModelConfig,
+    image: Job,
+    trimap: Path | None,
+    faithful: bool,
+    steps: int,
+    faith_layers: Sequence[int] = (),
 ) -> Job:
-    """Localisation (against the trimap, if any) and faithfulness (if ``faithful``) of every
-    layer's and method's top-1 map of one image, read from that image's job (no Score-CAM
-    map when ``render.scorecam_channels`` is 0)."""
+    """Localisation (against the trimap, if any) of every layer's and method's top-1 map of
+    one image, and faithfulness (if ``faithful``) of those of the layers ``faith_layers``
+    (indices into the image job's layers), read from that image's job (no Score-CAM map
+    when ``render.scorecam_channels`` is 0)."""
     methods = [m for m in CAM_METHODS if m != "scorecam" or model.render.scorecam_channels]
+    faith_layers = list(faith_layers) if faithful else []
     key = job_key(
         "scores",
         {
@@ -224,6 +231,7 @@ def scores_job(
             "faithful": faithful,
             "steps": steps,
             "methods": methods,
+            "faith_layers": faith_layers,
         },
     )
     extra = {
@@ -231,6 +239,7 @@ def scores_job(
         "trimap": trimap,
         "faithful": faithful,
         "methods": methods,
+        "faith_layers": faith_layers,
     }
     return Job("scores", model.id, key, image=image.image, extra=extra)
 

@@ -41,8 +41,10 @@ class _Table:
     rows: list[Row] = field(default_factory=list)
     planned: set[str] = field(default_factory=set)
 
-    def add(self, model: str, kind: str, jobs, nominal, gflop_each) -> None:
-        own = [i for i, job in enumerate(jobs) if job.key not in self.planned]
+    def add(self, model: str, kind: str, jobs, nominal, gflop_each, once: bool = True) -> None:
+        """A row of these jobs; with ``once``, those an earlier row has are only counted
+        as shared (a scores job is in both the localisation and faithfulness rows)."""
+        own = [i for i, job in enumerate(jobs) if not once or job.key not in self.planned]
         self.planned.update(job.key for job in jobs)
         shared = len(jobs) - len(own)
         jobs = [jobs[i] for i in own]
@@ -75,6 +77,7 @@ def rows(
         table.rows.append(
             _exemplar_row(model_plan, context, prefix, throughput, force, jobs, table.planned)
         )
+        table.rows.append(_load_row(model_plan, table.rows, throughput, len(context.models)))
     photos = [plan.photo_job(image) for image in context.scan.images]
     table.add(PHOTOS, "photo", photos, [estimate.PHOTO_BYTES] * len(photos), [0.0] * len(photos))
     models = context.models
@@ -86,8 +89,27 @@ def rows(
         len(models),
         sum(len(m.images) * len(m.layers) for m in models),
     )
-    table.rows.append(Row(SITE, "html", 0, 0, 0.0, 0.0, True, html))
+    pages = estimate.page_count(
+        sum(len(jobs) for m in models for jobs in m.units.values()),
+        sum(len(m.layers) for m in models),
+        sum(len(m.images) for m in models),
+        len(models),
+    )
+    todo = any(row.jobs - row.cached > 0 for row in table.rows) or force
+    seconds, measured = throughput.seconds("pages", 0.0, pages)
+    table.rows.append(Row(SITE, "html", pages, 0 if todo else pages, 0.0, seconds, measured, html))
     return table.rows
+
+
+def wall_seconds(table: list[Row]) -> float:
+    """The build's expected wall time: the unit pictures render in a thread beside the
+    other stages (atlas.execute.local), so the longer of the two streams counts; the
+    grids and pages come after both."""
+    todo = [row for row in table if row.jobs - row.cached > 0]
+    units = sum(r.seconds for r in todo if r.kind in estimate.PICTURES)
+    after = sum(r.seconds for r in todo if r.kind in ("grid", "html"))
+    rest = sum(r.seconds for r in todo) - units - after
+    return max(units, rest) + after
 
 
 def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
@@ -134,6 +156,7 @@ def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
                 [estimate.nominal_bytes(kind, facts, layers, params)] * len(jobs),
                 [estimate.job_gflop(kind, facts, prefix, layer=j.layer, steps=steps) for j in jobs],
             )
+    _score_rows(table, model_plan, prefix)
     grids = list(model_plan.grids.values())
     table.add(
         model_id,
@@ -147,6 +170,40 @@ def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
         ],
         [0.0] * len(grids),
     )
+
+
+def _score_rows(table: _Table, model_plan, prefix: dict[str, float]) -> None:
+    """The CAM scores: localisation (photos with a mask; no forward pass) and faithfulness
+    (the deletion/insertion curves' forward passes), each a row of the same scores jobs."""
+    from atlas.data.masks import STEPS
+
+    facts, model_id = model_plan.facts, model_plan.config.id
+    located = [job for job in model_plan.scores if job.extra["trimap"] is not None]
+    table.add(model_id, "localisation", located, [0.0] * len(located), [0.0] * len(located), False)
+    faithful = [job for job in model_plan.scores if job.extra["faithful"]]
+    layers = len(model_plan.layers)
+    gflop = [
+        estimate.job_gflop(
+            "faithfulness",
+            facts,
+            prefix,
+            images=estimate.faithfulness_passes(job.extra, layers, STEPS),
+        )
+        for job in faithful
+    ]
+    table.add(model_id, "faithfulness", faithful, [0.0] * len(faithful), gflop, False)
+
+
+def _load_row(model_plan, rows: list[Row], throughput: Throughput, models: int) -> Row:
+    """Loading the model: once when anything of it is rendered, twice when the build
+    holds more models than it keeps loaded (the exemplars load it again)."""
+    model_id = model_plan.config.id
+    todo = any(r.model == model_id and r.jobs - r.cached > 0 for r in rows)
+    loads = (1 + (models > estimate.MODELS_KEPT_LOADED)) if todo else 0
+    seconds, measured = throughput.seconds("load", 0.0, loads, model_id)
+    if not measured:
+        seconds = loads * estimate.load_seconds(model_plan.facts) * throughput.scale
+    return Row(model_id, "load", loads, 0, 0.0, seconds, measured, 0.0)
 
 
 def _exemplar_row(
@@ -188,6 +245,45 @@ def _exemplar_row(
     if not images:
         row.jobs = 0
     return row
+
+
+# What each stage is called in a warning, and the keys that cut it.
+STAGES = {
+    "predict": ("predictions", "the photos in dataset.images"),
+    "image": ("activations + CAMs", "dataset.detailed"),
+    "localisation": ("CAM scores (localisation)", "dataset.detailed"),
+    "faithfulness": (
+        "CAM scores (deletion/insertion)",
+        "render.scores.layers or render.faithfulness_photos",
+    ),
+    "unit": ("unit pictures", "render.units_per_layer, the model's layers or its lucid steps"),
+    "negative": ("negative pictures", "render.unit_views"),
+    "diversity": ("diversity pictures", "render.unit_views"),
+    "grid": ("layer grids", "render.units_per_layer"),
+    "exemplars": ("unit exemplars", "render.unit_views or dataset.images"),
+    "load": ("model loads", "the number of models"),
+    "photo": ("photos", "the photos in dataset.images"),
+    "html": ("pages", "render.units_per_layer or dataset.detailed"),
+}
+
+
+def long_stages(context, table: list[Row]) -> list[str]:
+    """One line for each model's stage estimated to take longer than its
+    ``render.warn_after`` minutes (0: never), with the keys that cut it."""
+    limits = {m.config.id: m.config.render.warn_after for m in context.models}
+    default = context.config.models[0].render.warn_after if context.config.models else 0
+    lines = []
+    for row in table:
+        limit = limits.get(row.model, default)
+        if not limit or row.jobs - row.cached <= 0 or row.seconds <= 60 * limit:
+            continue
+        stage, cut = STAGES.get(row.kind, (row.kind, "the config"))
+        owner = "" if row.model.startswith("(") else f"model {row.model}: "
+        lines.append(
+            f"{owner}{stage} estimated at {estimate.format_seconds(row.seconds)}, over "
+            f"render.warn_after ({limit:g} min); {cut} cut(s) it (`atlas plan` shows every stage)"
+        )
+    return lines
 
 
 def total_bytes(table: list[Row]) -> float:
@@ -291,6 +387,24 @@ def format_table(table: list[Row], limit: int) -> str:
         )
         for line in [header, *lines]
     ]
+    stages: dict[str, float] = {}
+    for row in table:
+        if row.jobs - row.cached and row.seconds:
+            name = STAGES.get(row.kind, (row.kind,))[0]
+            stages[name] = stages.get(name, 0.0) + row.seconds
+    if stages:
+        text.append(
+            "time by stage: "
+            + ", ".join(
+                f"{name} {estimate.format_seconds(seconds)}"
+                for name, seconds in sorted(stages.items(), key=lambda item: -item[1])
+            )
+        )
+    if stages:
+        text.append(
+            f"expected build time {estimate.format_seconds(wall_seconds(table))} (the unit "
+            "pictures render beside the other stages: less than the sum)"
+        )
     verdict = "fits" if total <= limit else "DOES NOT FIT"
     text.append(
         f"projected site {estimate.format_bytes(total)}: {verdict} in site.max_size "

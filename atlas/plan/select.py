@@ -63,3 +63,20 @@ def faithfulness_images(
                 chosen.append(queue[depth].name)
         depth += 1
     return chosen
+
+
+def faithfulness_layers(layers: int, limit: int | None) -> list[int]:
+    """The indices of the layers whose maps get deletion/insertion curves: every layer
+    when ``limit`` is None or not below their number, else ``limit`` spread evenly over
+    the model's depth, always the first and the deepest.
+
+    Localisation is scored on every layer (no forward pass); faithfulness costs
+    ``2 x (STEPS - 1)`` forward passes per layer, method and photo, more than every other
+    stage of a deep model together when every layer is scored (issue 26).
+    """
+    if limit is None or layers <= limit:
+        return list(range(layers))
+    if limit == 1:
+        return [layers - 1]
+    step = (layers - 1) / (limit - 1)
+    return sorted({round(i * step) for i in range(limit)})

@@ -34,6 +34,7 @@ CACHE_FILES = (
     "*-memo.json",
     "site-manifest.json",
     "throughput.json",
+    "calibration.json",
     "shards/*.json",
 )
 _SHARD = re.compile(r"[0-9a-f]{2}")

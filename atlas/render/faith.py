@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -80,6 +80,7 @@ def faithfulness(
     maps: dict[str, list[np.ndarray]],
     class_index: int,
     steps: int = scores.STEPS,
+    layers: Collection[int] | None = None,
 ) -> dict[str, dict[str, list[float]]]:
     """Deletion and insertion AUCs of each method's map of each layer for one photo.
 
@@ -90,13 +91,14 @@ def faithfulness(
         maps: method -> per layer (h, w) map; an empty map (:func:`is_empty`) gets no
             curve and None for its AUCs.
         class_index: the class whose probability is followed (the maps' class).
+        layers: the indices of the layers scored (None: all); the others get None.
     """
     blurred = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(BLUR_RADIUS)))
     feed.add(tf.constant(np.stack([photo, np.zeros_like(photo), blurred]), tf.float32))
     order = []
     for method, per_layer in maps.items():
         for layer, cam in enumerate(per_layer):
-            if is_empty(cam):
+            if (layers is not None and layer not in layers) or is_empty(cam):
                 continue
             saliency = scores.resize_map(cam, photo.shape[:2])
             deletion, insertion = curve_inputs(photo, saliency, blurred, steps)
@@ -148,9 +150,18 @@ def run_scores(
             meta.update(_localisation(maps, scores.load_trimap(job.extra["trimap"])))
         if job.extra["faithful"] and job.image in photos:
             feed = Feed(forward, per_pass)
+            scored = [i for i in job.extra["faith_layers"] if i < layers]
             meta.update(
-                faithfulness(lambda f: f.finish(), feed, photos[job.image], maps, meta["class"])
+                faithfulness(
+                    lambda f: f.finish(),
+                    feed,
+                    photos[job.image],
+                    maps,
+                    meta["class"],
+                    layers=set(scored),
+                )
             )
+            meta["faith_layers"] = scored
         meta["seconds"] = round(time.perf_counter() - start, 3)
         cache.put(job.key, meta)
         progress(1)

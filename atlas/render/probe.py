@@ -1,0 +1,66 @@
+"""A short probe of this machine's speed, for ``atlas plan``'s nominal rates.
+
+Until a build has recorded its own throughput in a cache, the plan's time figures come from
+rates measured on the project's reference machine (:mod:`atlas.plan.estimate`). The probe
+runs one fixed workload (a small convolutional network's forward and input-gradient pass, as
+a unit picture's step does) on this machine, once per cache; the ratio of the reference
+machine's rate to this one scales every nominal rate (``Throughput.scale``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from atlas.render._tensorflow import keras, tf
+
+SIDE = 96
+BATCH = 8
+FILTERS = (32, 64, 128, 128)
+
+
+def _model():
+    inputs = keras.Input((SIDE, SIDE, 3))
+    x = inputs
+    for index, filters in enumerate(FILTERS):
+        x = keras.layers.Conv2D(filters, 3, strides=2 if index else 1, padding="same")(x)
+        x = keras.layers.ReLU()(x)
+    return keras.Model(inputs, x)
+
+
+def _flops(model) -> float:
+    """Forward FLOPs of the probe for one image (2 x weights x output positions)."""
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            height, width = layer.output.shape[1:3]
+            total += 2.0 * layer.count_params() * height * width
+    return total
+
+
+def measure(seconds: float = 1.5) -> dict[str, float]:
+    """GFLOP/s of the probe's steps (forward + gradient ~ 3 forwards) on this machine."""
+    keras.utils.set_random_seed(0)
+    model = _model()
+    batch = tf.random.uniform((BATCH, SIDE, SIDE, 3))
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_mean(model(x, training=False))
+        return tape.gradient(loss, x)
+
+    step(batch).numpy()  # trace and warm up
+    runs, start = 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - start < seconds:
+        step(batch).numpy()
+        runs += 1
+    elapsed = time.perf_counter() - start
+    gflop = 3.0 * _flops(model) * BATCH * runs / 1e9
+    return {"gflops": round(gflop / elapsed, 2), "seconds": round(elapsed, 3), "runs": runs}
+
+
+if __name__ == "__main__":  # run by atlas.prepare.calibration in a fresh process
+    import json
+
+    print(json.dumps(measure()))

@@ -92,8 +92,10 @@ class Watched:
         self.page.goto(self.base + path, wait_until="load")
 
     def settle(self) -> None:
-        """Scroll to the bottom and back so that lazy pictures load (and can fail)."""
-        self.page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        """Scroll to the bottom and back so that lazy pictures load (and can fail). After
+        a click the next page may still be loading (no body yet): wait for it first."""
+        self.page.wait_for_load_state("load")
+        self.page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
         self.page.wait_for_load_state("networkidle")
         self.page.evaluate("window.scrollTo(0, 0)")
 

@@ -96,6 +96,7 @@ def _share_cores(options: BuildOptions) -> None:
 def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTimer) -> BuildReport:
     from atlas.plan import estimate
     from atlas.plan import report as plan_report
+    from atlas.plan import stages as plan_stages
     from atlas.site.publish import write_site
 
     context, models = prepare(config, cache, options, timer)
@@ -109,7 +110,7 @@ def _build(config: Config, cache: Cache, options: BuildOptions, timer: StageTime
     with timer.stage("plan"):
         table = plan_report.rows(context, throughput, options.max_steps, options.force)
         plan_report.check_budget(config, table, plan_report.widest_layer(context))
-        for line in plan_report.long_stages(context, table):
+        for line in plan_stages.long_stages(context, table):
             log.warning("%s", line)
     measured = estimate.Throughput({})
     _render(context, models, options, throughput, measured)

@@ -25,7 +25,7 @@ from atlas.data.scan import DatasetScan, scan_dataset
 from atlas.errors import AtlasError, ConfigError, ModelError
 from atlas.execute.models import LoadedModels
 from atlas.model.labels import LabelSpace, count_problem, label_space
-from atlas.plan import checks, estimate, report, select
+from atlas.plan import checks, estimate, report, select, stages
 from atlas.plan import jobs as plan
 from atlas.plan.context import BuildContext, ModelPlan, StageTimer
 from atlas.plan.jobs import Job
@@ -313,7 +313,7 @@ def run_plan(config_path: Path | str, as_json: bool = False) -> str:
                 "max_size": config.site.max_size,
                 "fits": total <= config.site.max_size,
                 "seconds": sum(r.seconds for r in table if r.jobs - r.cached),
-                "wall_seconds": report.wall_seconds(table),
+                "wall_seconds": stages.wall_seconds(table),
                 "gflop": sum(r.gflop for r in table),
             },
             indent=1,

@@ -1,7 +1,8 @@
 """Does ``atlas plan`` come true? Plan, then build cold, and compare per stage.
 
 For each config (the default site, and three models with a big application: the default two
-and InceptionV3 at ``weights: none``, one unit per layer, one detailed photo per breed), into
+and InceptionV3 at ``weights: none`` on 19 layers, one unit per layer at 16 lucid steps, one
+detailed photo per breed), into
 a fresh cache and site folder: ``atlas plan --json`` (which computes the model facts and runs
 the speed probe, as a user's first plan does), then ``atlas build``, each in a fresh process.
 Prints per stage the plan's estimate against the build's own stage timer, and the plan's
@@ -50,7 +51,15 @@ INCEPTION = {
     "title": "InceptionV3 (random weights)",
     "application": "InceptionV3",
     "weights": "none",
-    "render": {"units_per_layer": 1, "unit_views": {"units": "none"}},
+    # 19 of its 94 conv layers, spread over the depth, one unit each, 16 lucid steps: a
+    # cold build of minutes on 2 cores (every layer at the default steps: ~2 hours)
+    "layers": ["conv2d_?", "conv2d_?0"],
+    "render": {
+        "units_per_layer": 1,
+        "unit_views": {"units": "none"},
+        "lucid": {"steps": 16},
+        "faithfulness_photos": 2,  # 2 x 1,443 forward passes at 299 px (12 scored layers)
+    },
 }
 
 

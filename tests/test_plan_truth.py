@@ -122,6 +122,8 @@ def test_plan_counts_every_stage_and_the_curves_of_the_scored_layers(small_confi
     # nominal: at half the reference's speed, twice the reference's nominal time
     nominal = faithful["gflop"] / estimate.NOMINAL_GFLOPS + 2 * 1.0  # 1 s per photo's inputs
     assert faithful["seconds"] == pytest.approx(2 * nominal)
+    # an image's maps include Score-CAM's masked copies: 6 channels x 3 layers, whole model
+    assert rows[("tiny", "image")]["gflop"] >= 4 * 6 * 3 * flops / 1e9
     load = rows[("tiny", "load")]
     assert load["jobs"] == 1 and load["seconds"] > 0
     assert probes == [1]

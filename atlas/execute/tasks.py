@@ -111,10 +111,7 @@ def _model_tasks(
         ("scores", model_plan.scores, SCORES_BATCH),  # read the image maps: after them
     ):
         for chunk in _chunks(missing(jobs), size):
-            gflop = sum(
-                estimate.job_gflop(kind, facts, prefix, images=_curves(job, len(model_plan.layers)))
-                for job in chunk
-            )
+            gflop = _batch_gflop(kind, chunk, model_plan, prefix)
             tasks.append(
                 Task(
                     kind,
@@ -166,6 +163,23 @@ def _picture_jobs(context, model_plan, missing: Callable, scheduled: set[str]) -
                 context.reused[kind] = context.reused.get(kind, 0) + len(todo) - len(kept)
             found += kept
     return found
+
+
+def _batch_gflop(kind: str, jobs: Sequence[Job], model_plan, prefix: dict[str, float]) -> float:
+    """Estimated GFLOPs of a batch of predictions, image maps or scores (as the plan
+    estimates them: the throughput recorded per GFLOP is the plan's rate)."""
+    layers = len(model_plan.layers)
+    score_passes = layers * model_plan.config.render.scorecam_channels
+    return sum(
+        estimate.job_gflop(
+            kind,
+            model_plan.facts,
+            prefix,
+            images=_curves(job, layers),
+            score_passes=score_passes,
+        )
+        for job in jobs
+    )
 
 
 def _curves(job: Job, layers: int) -> int:

@@ -324,6 +324,7 @@ def job_gflop(
     steps: int = 0,
     images: int = 1,
     cam_slots: float = 1.5,
+    score_passes: int = 0,
 ) -> float:
     """Estimated GFLOPs of one job of a kind (one unit, one image, one layer's exemplars).
 
@@ -333,12 +334,14 @@ def job_gflop(
         steps: a unit's optimisation steps (:func:`unit_steps`).
         images: the distinct photos an exemplars job runs the model on.
         cam_slots: Grad-CAM classes per image (1, or 2 when the true breed's class differs).
+        score_passes: an image's Score-CAM forward passes of the whole model (its masked
+            copies: ``render.scorecam_channels`` per selected layer).
     """
     total = max(prefix.values(), default=0.0)
     if kind in PICTURES:  # a unit's pictures: its channel, negative or diversity pictures
         return PICTURES[kind] * 3.0 * steps * prefix[layer] / 1e9
     if kind == "image":
-        return (1.0 + 2.0 * cam_slots) * total / 1e9
+        return (1.0 + 2.0 * cam_slots + score_passes) * total / 1e9
     if kind == "predict":
         return total / 1e9
     if kind == "exemplars":

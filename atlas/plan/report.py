@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from atlas.config.views import LEAST, MOST
 from atlas.errors import AtlasError
-from atlas.plan import estimate
+from atlas.plan import estimate, stages
 from atlas.plan import jobs as plan
 from atlas.plan.estimate import Row, Throughput
 
@@ -101,17 +101,6 @@ def rows(
     return table.rows
 
 
-def wall_seconds(table: list[Row]) -> float:
-    """The build's expected wall time: the unit pictures render in a thread beside the
-    other stages (atlas.execute.local), so the longer of the two streams counts; the
-    grids and pages come after both."""
-    todo = [row for row in table if row.jobs - row.cached > 0]
-    units = sum(r.seconds for r in todo if r.kind in estimate.PICTURES)
-    after = sum(r.seconds for r in todo if r.kind in ("grid", "html"))
-    rest = sum(r.seconds for r in todo) - units - after
-    return max(units, rest) + after
-
-
 def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
     """A model's rows: predictions, image maps, unit pictures and views, grids."""
     facts, params, model_id = model_plan.facts, model_plan.params, model_plan.config.id
@@ -127,19 +116,7 @@ def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
         [0.0] * len(predict),
         [estimate.job_gflop("predict", facts, prefix)] * len(predict),
     )
-    image_nominal = [
-        estimate.nominal_bytes(
-            "image", facts, layers, params, cam_slots=1.7 if j.extra["second_class"] >= 0 else 1.0
-        )
-        for j in model_plan.images
-    ]
-    table.add(
-        model_id,
-        "image",
-        model_plan.images,
-        image_nominal,
-        [estimate.job_gflop("image", facts, prefix)] * len(model_plan.images),
-    )
+    _image_row(table, model_plan, prefix)
     units = [job for jobs in model_plan.units.values() for job in jobs]
     for kind, jobs in (
         ("unit", units),  # then the costly unit views (atlas.config.views)
@@ -169,6 +146,34 @@ def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
             for j in grids
         ],
         [0.0] * len(grids),
+    )
+
+
+def _image_row(table: _Table, model_plan, prefix: dict[str, float]) -> None:
+    """The detailed photos' maps: activations, the gradient CAMs and Score-CAM's masked
+    copies of the photo (``render.scorecam_channels`` forward passes per layer)."""
+    facts, params, model_id = model_plan.facts, model_plan.params, model_plan.config.id
+    layers = model_plan.layers
+    image_nominal = [
+        estimate.nominal_bytes(
+            "image", facts, layers, params, cam_slots=1.7 if j.extra["second_class"] >= 0 else 1.0
+        )
+        for j in model_plan.images
+    ]
+    table.add(
+        model_id,
+        "image",
+        model_plan.images,
+        image_nominal,
+        [
+            estimate.job_gflop(
+                "image",
+                facts,
+                prefix,
+                score_passes=len(layers) * model_plan.config.render.scorecam_channels,
+            )
+        ]
+        * len(model_plan.images),
     )
 
 
@@ -245,45 +250,6 @@ def _exemplar_row(
     if not images:
         row.jobs = 0
     return row
-
-
-# What each stage is called in a warning, and the keys that cut it.
-STAGES = {
-    "predict": ("predictions", "the photos in dataset.images"),
-    "image": ("activations + CAMs", "dataset.detailed"),
-    "localisation": ("CAM scores (localisation)", "dataset.detailed"),
-    "faithfulness": (
-        "CAM scores (deletion/insertion)",
-        "render.scores.layers or render.faithfulness_photos",
-    ),
-    "unit": ("unit pictures", "render.units_per_layer, the model's layers or its lucid steps"),
-    "negative": ("negative pictures", "render.unit_views"),
-    "diversity": ("diversity pictures", "render.unit_views"),
-    "grid": ("layer grids", "render.units_per_layer"),
-    "exemplars": ("unit exemplars", "render.unit_views or dataset.images"),
-    "load": ("model loads", "the number of models"),
-    "photo": ("photos", "the photos in dataset.images"),
-    "html": ("pages", "render.units_per_layer or dataset.detailed"),
-}
-
-
-def long_stages(context, table: list[Row]) -> list[str]:
-    """One line for each model's stage estimated to take longer than its
-    ``render.warn_after`` minutes (0: never), with the keys that cut it."""
-    limits = {m.config.id: m.config.render.warn_after for m in context.models}
-    default = context.config.models[0].render.warn_after if context.config.models else 0
-    lines = []
-    for row in table:
-        limit = limits.get(row.model, default)
-        if not limit or row.jobs - row.cached <= 0 or row.seconds <= 60 * limit:
-            continue
-        stage, cut = STAGES.get(row.kind, (row.kind, "the config"))
-        owner = "" if row.model.startswith("(") else f"model {row.model}: "
-        lines.append(
-            f"{owner}{stage} estimated at {estimate.format_seconds(row.seconds)}, over "
-            f"render.warn_after ({limit:g} min); {cut} cut(s) it (`atlas plan` shows every stage)"
-        )
-    return lines
 
 
 def total_bytes(table: list[Row]) -> float:
@@ -387,24 +353,7 @@ def format_table(table: list[Row], limit: int) -> str:
         )
         for line in [header, *lines]
     ]
-    stages: dict[str, float] = {}
-    for row in table:
-        if row.jobs - row.cached and row.seconds:
-            name = STAGES.get(row.kind, (row.kind,))[0]
-            stages[name] = stages.get(name, 0.0) + row.seconds
-    if stages:
-        text.append(
-            "time by stage: "
-            + ", ".join(
-                f"{name} {estimate.format_seconds(seconds)}"
-                for name, seconds in sorted(stages.items(), key=lambda item: -item[1])
-            )
-        )
-    if stages:
-        text.append(
-            f"expected build time {estimate.format_seconds(wall_seconds(table))} (the unit "
-            "pictures render beside the other stages: less than the sum)"
-        )
+    text += stages.summary(table)
     verdict = "fits" if total <= limit else "DOES NOT FIT"
     text.append(
         f"projected site {estimate.format_bytes(total)}: {verdict} in site.max_size "

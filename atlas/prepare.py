@@ -318,7 +318,9 @@ def run_plan(config_path: Path | str, as_json: bool = False) -> str:
             },
             indent=1,
         )
-    return report.format_table(table, config.site.max_size)
+    text = report.format_table(table, config.site.max_size)
+    costs = stages.quality_costs(context, throughput)
+    return text + ("\n" + costs if costs else "")
 
 
 def calibrated_throughput(cache, probe: bool = False) -> estimate.Throughput:

@@ -120,7 +120,8 @@ def test_plan_counts_every_stage_and_the_curves_of_the_scored_layers(small_confi
     assert faithful["gflop"] == pytest.approx(2 * passes * flops / 1e9, rel=1e-6)
     assert not faithful["measured"]
     # nominal: at half the reference's speed, twice the reference's nominal time
-    nominal = faithful["gflop"] / estimate.NOMINAL_GFLOPS + 2 * 1.0  # 1 s per photo's inputs
+    per_photo = estimate.NOMINAL_SECONDS_PER_JOB["faithfulness"]  # the curves' inputs
+    nominal = faithful["gflop"] / estimate.NOMINAL_GFLOPS + 2 * per_photo
     assert faithful["seconds"] == pytest.approx(2 * nominal)
     # an image's maps include Score-CAM's masked copies: 6 channels x 3 layers, whole model
     assert rows[("tiny", "image")]["gflop"] >= 4 * 6 * 3 * flops / 1e9

@@ -101,6 +101,20 @@ DEFAULT_LUCID = LucidParams(
     scales=(0.95, 0.975, 1.0, 1.025, 1.05),
     angles=(),
 )
+# A first look at a big model: a quarter of the standard picture's area, half its steps.
+DRAFT_CLASSIC = ClassicParams(
+    start_size=48, upscale_steps=1, upscale_factor=2**0.5, steps_per_size=6, step_size=4.0
+)
+DRAFT_LUCID = LucidParams(
+    size=64, steps=12, learning_rate=0.25, jitter=2, scales=(0.95, 1.0, 1.05), angles=()
+)
+# render.quality: (classic, lucid) per preset. "auto": standard below 224 px, fine above.
+QUALITY_PRESETS = {
+    "draft": (DRAFT_CLASSIC, DRAFT_LUCID),
+    "standard": (DEFAULT_CLASSIC, DEFAULT_LUCID),
+    "fine": (VGG_CLASSIC, LUCID_FULL),
+}
+QUALITIES = ("auto", *QUALITY_PRESETS)
 DEFAULT_METHOD = "lucid"
 # Diversity (Lucid's objectives.diversity): a unit's 4 pictures are optimised together, each
 # for its unit's mean minus DIVERSITY_WEIGHT x the mean cosine similarity between the Gram
@@ -110,16 +124,18 @@ DIVERSITY_WEIGHT = 5.0
 
 
 def default_params_for(
-    input_size: int, method: str = DEFAULT_METHOD
+    input_size: int, method: str = DEFAULT_METHOD, quality: str = "auto"
 ) -> ClassicParams | LucidParams:
-    """Default parameters for a model's input size.
+    """Default parameters for a model's input size and ``render.quality``.
 
-    Small inputs (< 224 px, the embedded MobileNet) get the budget settings; ImageNet-size
-    models get the well-known recipes (VGG16 script for classic, Lucid's own for lucid).
+    With ``auto``, small inputs (< 224 px, the embedded MobileNet) get the budget settings
+    (``standard``); ImageNet-size models get the well-known recipes (``fine``: VGG16
+    script for classic, Lucid's own for lucid).
 
     Args:
         input_size: side of the model's input in pixels.
         method: ``"classic"`` or ``"lucid"``.
+        quality: ``auto``, ``draft``, ``standard`` or ``fine`` (:data:`QUALITY_PRESETS`).
 
     Returns:
         the parameter value.
@@ -129,13 +145,14 @@ def default_params_for(
     """
     if method not in ("classic", "lucid"):
         raise ValueError(f"Expected one of: 'classic', 'lucid' but received: {method!r}")
-    if input_size >= 224:
-        return VGG_CLASSIC if method == "classic" else LUCID_FULL
-    return DEFAULT_CLASSIC if method == "classic" else DEFAULT_LUCID
+    if quality == "auto":
+        quality = "fine" if input_size >= 224 else "standard"
+    classic, lucid = QUALITY_PRESETS[quality]
+    return classic if method == "classic" else lucid
 
 
 def resolve_params(
-    method: str, input_size: int, overrides: dict[str, Any], key_path: str
+    method: str, input_size: int, overrides: dict[str, Any], key_path: str, quality: str = "auto"
 ) -> ClassicParams | LucidParams:
     """The defaults for the model's input size with the config's overrides applied.
 
@@ -149,12 +166,13 @@ def resolve_params(
         input_size: side of the model's input in pixels.
         overrides: ``render.<method>`` from the config.
         key_path: where the overrides are in the config, for error messages.
+        quality: ``render.quality``, the preset the overrides apply to.
 
     Raises:
         ConfigError: an override names no parameter of the method (overrides that did not
             come through the config loader).
     """
-    base = default_params_for(input_size, method)
+    base = default_params_for(input_size, method, quality)
     fields = {field.name for field in dataclasses.fields(base)}
     unknown = [
         (

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from atlas.config.methods import parse_method_params
+from atlas.config.methods import QUALITIES, parse_method_params
 from atlas.config.schema import Checker, lookup
 from atlas.config.settings import (
     _ID_PATTERN,
@@ -30,6 +30,7 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         path,
         (
             "method",
+            "quality",
             "units_per_layer",
             "best_grid",
             "activation_channels",
@@ -51,6 +52,7 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         check.problem(f"{path}.method", f"expected one of: {', '.join(METHODS)}; got {method!r}")
     settings = RenderSettings(
         method=method,
+        quality=_choice(check, data, "quality", path, QUALITIES, base.quality),
         units_per_layer=check.typed(data, "units_per_layer", path, int, base.units_per_layer),
         best_grid=check.typed(data, "best_grid", path, int, base.best_grid),
         activation_channels=check.typed(

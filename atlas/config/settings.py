@@ -58,6 +58,7 @@ class RenderSettings:
     """How assets are rendered; the top-level ``render`` block, overridable per model."""
 
     method: str = "lucid"
+    quality: str = "auto"  # draft | standard | fine (config/methods.QUALITY_PRESETS)
     units_per_layer: int | None = None
     best_grid: int = 4
     activation_channels: int = 64
@@ -78,6 +79,7 @@ class RenderSettings:
     def key_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
+            "quality": self.quality,
             "units_per_layer": self.units_per_layer,
             "best_grid": self.best_grid,
             "activation_channels": self.activation_channels,

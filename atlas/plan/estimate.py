@@ -36,26 +36,29 @@ CALIBRATION = "calibration.json"  # in the cache: this machine's probe (atlas.re
 # probe runs twice as fast gets half the nominal times (``Throughput.scale``).
 REFERENCE_PROBE_GFLOPS = 260.0  # this 2-core machine, quiet: 248-275 in three runs
 MODELS_KEPT_LOADED = 3  # models a build keeps loaded at once (atlas.execute.models)
-# Measured on the project's 2-core CPU (default build: MobileNet 0.25, 128 px): used until
-# a build on this machine records its own throughput.
-# (Image maps and exemplars are mostly drawing and PNG encoding there, hence their rates.)
-# Compute at the rate VGG16 reaches there (250 GFLOP/s, bench/renderers.py) plus a cost
-# per job that small models are bound by (tracing, small kernels, drawing, encoding).
-NOMINAL_GFLOPS = 250.0
+# Measured on the project's 2-core CPU in cold builds (bench/plan_accuracy.py, 2026-12-03:
+# the default site, and with InceptionV3 added): used until a build on this machine
+# records its own throughput, scaled by the speed probe on other machines. Compute at
+# 125 GFLOP/s: VGG16 reaches 250 there alone (bench/renderers.py), but a build runs two
+# streams of work at once (the unit pictures beside the rest), each on half the cores
+# (build._share_cores); InceptionV3's maps, scores and predictions ran at 88-143 GFLOP/s.
+# Plus a cost per job that small models are bound by (tracing, small kernels, drawing,
+# PNG/WebP encoding): the default MobileNet's maps reach 9 GFLOP/s.
+NOMINAL_GFLOPS = 125.0
 NOMINAL_SECONDS_PER_JOB = {
-    "unit": 0.054,
-    "image": 0.118,
-    "predict": 0.011,
-    "exemplars": 0.7,
-    "photo": 0.009,
-    "grid": 0.14,
+    "unit": 0.072,
+    "image": 0.58,  # activations, four CAM methods (Score-CAM's masked copies), drawing
+    "predict": 0.019,
+    "exemplars": 0.9,
+    "photo": 0.018,
+    "grid": 0.12,
     "facts": 2.0,
-    "localisation": 0.05,  # reading a photo's maps and its mask (no forward pass)
-    "faithfulness": 1.0,  # building a photo's curves' inputs (beside their forward passes)
-    "load": 1.5,  # building or reading a model (plus LOAD_SECONDS_PER_PARAM)
-    "pages": 0.004,  # rendering and writing one HTML page
+    "localisation": 0.27,  # reading a photo's maps (PNG) and its mask; no forward pass
+    "faithfulness": 1.5,  # building a photo's curves' inputs (beside their forward passes)
+    "load": 0.5,  # building or reading a model (plus LOAD_SECONDS_PER_PARAM)
+    "pages": 0.001,  # rendering and writing one HTML page
 }
-LOAD_SECONDS_PER_PARAM = 1e-7  # InceptionV3 (24 M weights): ~4 s to build or read
+LOAD_SECONDS_PER_PARAM = 6e-8  # InceptionV3 (24 M weights): 1.9 s to build, MobileNet 0.5 s
 # Kinds timed by another kind's record: negative and diversity pictures are rendered in the
 # unit tasks, deletion/insertion curves in the scores tasks.
 TIMED_AS = {"negative": "unit", "diversity": "unit", "faithfulness": "scores"}
@@ -142,6 +145,22 @@ def unit_picture_side(params: object, input_size: Sequence[int]) -> int:
     """Side of a unit's picture: the lucid size, or the model size for classic."""
     size = getattr(params, "size", None)
     return int(size) if size else int(input_size[0])
+
+
+def picture_area(params: object, input_size: Sequence[int]) -> float:
+    """A unit picture's area over the model input's, averaged over its steps: the unit
+    models take any size where they can (atlas.render.load.features_model), so a 128-px
+    lucid picture on a 299-px InceptionV3 costs (128 / 299)^2 of a forward at 299 px. The
+    classic recipe grows its picture to the model's size in equal-length stages."""
+    side = float(input_size[0]) if input_size else 0.0
+    if side <= 0:
+        return 1.0
+    sizes = getattr(params, "sizes", None)
+    if callable(sizes):
+        stages = sizes(int(side))
+        return sum(min(1.0, (s / side) ** 2) for s in stages) / len(stages)
+    size = getattr(params, "size", None)
+    return min(1.0, (float(size) / side) ** 2) if size else 1.0
 
 
 # -- throughput -----------------------------------------------------------------------------
@@ -325,6 +344,7 @@ def job_gflop(
     images: int = 1,
     cam_slots: float = 1.5,
     score_passes: int = 0,
+    area: float = 1.0,
 ) -> float:
     """Estimated GFLOPs of one job of a kind (one unit, one image, one layer's exemplars).
 
@@ -336,10 +356,11 @@ def job_gflop(
         cam_slots: Grad-CAM classes per image (1, or 2 when the true breed's class differs).
         score_passes: an image's Score-CAM forward passes of the whole model (its masked
             copies: ``render.scorecam_channels`` per selected layer).
+        area: a unit picture's area over the model input's (:func:`picture_area`).
     """
     total = max(prefix.values(), default=0.0)
     if kind in PICTURES:  # a unit's pictures: its channel, negative or diversity pictures
-        return PICTURES[kind] * 3.0 * steps * prefix[layer] / 1e9
+        return PICTURES[kind] * 3.0 * steps * area * prefix[layer] / 1e9
     if kind == "image":
         return (1.0 + 2.0 * cam_slots + score_passes) * total / 1e9
     if kind == "predict":

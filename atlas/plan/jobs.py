@@ -244,8 +244,11 @@ def scores_job(
     return Job("scores", model.id, key, image=image.image, extra=extra)
 
 
-def unit_params(model: ModelConfig, index: int, input_size: Sequence[int]):
-    """The model's filter-visualization parameters: defaults for its size + overrides.
+def unit_params(
+    model: ModelConfig, index: int, input_size: Sequence[int], quality: str | None = None
+):
+    """The model's filter-visualization parameters: its ``render.quality`` preset (or
+    ``quality``) for its size + overrides.
 
     Raises:
         ConfigError: an override that is not a parameter of the method.
@@ -255,7 +258,11 @@ def unit_params(model: ModelConfig, index: int, input_size: Sequence[int]):
     render = model.render
     overrides = render.classic if render.method == "classic" else render.lucid
     return resolve_params(
-        render.method, int(input_size[0]), overrides, f"models[{index}].render.{render.method}"
+        render.method,
+        int(input_size[0]),
+        overrides,
+        f"models[{index}].render.{render.method}",
+        quality or render.quality,
     )
 
 

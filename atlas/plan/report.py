@@ -107,6 +107,7 @@ def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
     prefix = estimate.prefix_flops(facts)
     layers = model_plan.layers
     steps = estimate.unit_steps(params, max_steps)
+    area = estimate.picture_area(params, facts["input_size"])
 
     predict = model_plan.predict
     table.add(
@@ -131,7 +132,10 @@ def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
                 kind,
                 jobs,
                 [estimate.nominal_bytes(kind, facts, layers, params)] * len(jobs),
-                [estimate.job_gflop(kind, facts, prefix, layer=j.layer, steps=steps) for j in jobs],
+                [
+                    estimate.job_gflop(kind, facts, prefix, layer=j.layer, steps=steps, area=area)
+                    for j in jobs
+                ],
             )
     _score_rows(table, model_plan, prefix)
     grids = list(model_plan.grids.values())

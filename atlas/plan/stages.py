@@ -73,3 +73,33 @@ def summary(table: list[Row]) -> list[str]:
         f"expected build time {estimate.format_seconds(wall_seconds(table))} (the unit "
         "pictures render beside the other stages: less than the sum)",
     ]
+
+
+def quality_costs(context, throughput) -> str | None:
+    """What every unit picture of the build would cost at each ``render.quality`` preset,
+    from this machine's throughput (a unit shared by two models counted once)."""
+    from atlas.config.methods import QUALITY_PRESETS
+    from atlas.plan import jobs as plan
+
+    units = [(m, [j for jobs in m.units.values() for j in jobs]) for m in context.models]
+    if not any(jobs for _, jobs in units):
+        return None
+    costs = []
+    for quality in QUALITY_PRESETS:
+        seconds, seen = 0.0, set()
+        for model_plan, jobs in units:
+            facts = model_plan.facts
+            index = context.config.models.index(model_plan.config)
+            params = plan.unit_params(model_plan.config, index, facts["input_size"], quality)
+            steps = estimate.unit_steps(params)
+            area = estimate.picture_area(params, facts["input_size"])
+            prefix = estimate.prefix_flops(facts)
+            own = [job for job in jobs if job.key not in seen]
+            seen.update(job.key for job in jobs)
+            gflop = sum(
+                estimate.job_gflop("unit", facts, prefix, layer=j.layer, steps=steps, area=area)
+                for j in own
+            )
+            seconds += throughput.seconds("unit", gflop, len(own), model_plan.config.id)[0]
+        costs.append(f"{quality} {estimate.format_seconds(seconds)}")
+    return "every unit picture at render.quality: " + ", ".join(costs) + " (on this machine)"

@@ -28,15 +28,18 @@ from atlas.site.writer import Assets, Slugs
 log = logging.getLogger(__name__)
 
 
-def _peak_means(image_entries: dict) -> dict[int, list[float]]:
-    """Per layer, each unit's highest spatial-mean activation over the detailed photos."""
-    peak_mean: dict[int, list[float]] = {}
-    for entry in image_entries.values():
+def _peak_means(image_entries: dict) -> dict[int, tuple[list[float], list[str]]]:
+    """Per layer, each unit's highest spatial-mean activation over the detailed photos,
+    and the photo it was measured on (the first, on a tie)."""
+    peak_mean: dict[int, tuple[list[float], list[str]]] = {}
+    for name, entry in image_entries.items():
         if entry is None:
             continue
         for index, means in enumerate(entry.meta["channel_mean"]):
-            current = peak_mean.setdefault(index, list(means))
-            peak_mean[index] = [max(a, b) for a, b in zip(current, means, strict=True)]
+            values, photos = peak_mean.setdefault(index, (list(means), [name] * len(means)))
+            for unit, value in enumerate(means):
+                if value > values[unit]:
+                    values[unit], photos[unit] = value, name
     return peak_mean
 
 
@@ -44,7 +47,7 @@ def _unit_view(
     job,
     entry,
     exemplars,
-    peak: list[float],
+    peak: tuple[list[float], list[str]],
     path: str,
     assets: Assets,
     image_paths: dict,
@@ -54,9 +57,13 @@ def _unit_view(
     meta = entry.meta if entry else {}
     most, least = split_exemplars(_exemplars(exemplars, job.unit, assets, image_paths, photos))
     own = meta.get("own_activation")
-    ratio = None
-    if own is not None and job.unit < len(peak) and peak[job.unit] > 0 and not meta.get("dead"):
-        ratio = own / peak[job.unit]
+    ratio, beaten_by = None, None
+    values, names = peak
+    if own is not None and job.unit < len(values) and values[job.unit] > 0 and not meta.get("dead"):
+        ratio = own / values[job.unit]
+        if ratio < 1:  # the page says so: the picture is not what excites the unit most
+            name = names[job.unit]
+            beaten_by = {"name": name, "path": image_paths.get(name)}
     return UnitView(
         index=job.unit,
         path=path,
@@ -64,6 +71,7 @@ def _unit_view(
         objective=meta.get("objective"),
         dead=bool(meta.get("dead")),
         ratio=ratio,
+        beaten_by=beaten_by,
         steps=int(meta.get("steps", 0)),
         seconds=float(meta.get("seconds", 0.0)),
         exemplars=most,
@@ -101,7 +109,7 @@ def _layer_views(
                 job,
                 cache.get(job.key),
                 exemplars,
-                peak_mean.get(index, []),
+                peak_mean.get(index, ([], [])),
                 unit_path(job.unit),
                 assets,
                 image_paths,

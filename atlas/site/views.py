@@ -25,6 +25,7 @@ class UnitView:
     seconds: float
     exemplars: tuple[dict, ...] = ()  # the most exciting photos, most first
     extras: UnitExtras = UnitExtras()  # negative, diversity, least exciting, breeds
+    beaten_by: dict | None = None  # ratio below 1: the photo that excites the unit more
 
 
 @dataclass(frozen=True)

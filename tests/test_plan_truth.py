@@ -175,3 +175,11 @@ def test_a_long_stage_is_announced_before_rendering(small_config, caplog):
     quiet = small_config(images=4, render={"warn_after": 0, "seed": 1})  # 0: never
     build(quiet, OPTIONS)
     assert not [r for r in caplog.records if "render.warn_after" in r.getMessage()]
+
+
+@pytest.mark.slow
+def test_the_speed_probe_runs_in_a_fresh_process():
+    found = prepare._probe()
+    assert found is not None and found["gflops"] >= found["median"] > 0
+    scale = estimate.Throughput({}).calibrated(found).scale
+    assert scale == pytest.approx(estimate.REFERENCE_PROBE_GFLOPS / found["gflops"])

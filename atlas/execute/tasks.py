@@ -122,17 +122,12 @@ def _model_tasks(
                     gflop=gflop,
                 )
             )
-    steps = estimate.unit_steps(model_plan.params, max_steps)
     # In network order, across layers: a renderer serves a run of layers (one trace),
     # and its batches may mix them (and mix channel, negative and diversity pictures),
     # so a small layer is not a small batch.
-    area = estimate.picture_area(model_plan.params, facts["input_size"])
     units = _picture_jobs(context, model_plan, missing, scheduled)
     for chunk in _chunks(units, UNIT_BATCH):
-        gflop = sum(
-            estimate.job_gflop(job.kind, facts, prefix, layer=job.layer, steps=steps, area=area)
-            for job in chunk
-        )
+        gflop = sum(estimate.picture_gflops(facts, prefix, chunk, model_plan.params, max_steps))
         tasks.append(
             Task(
                 "unit",

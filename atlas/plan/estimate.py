@@ -372,6 +372,18 @@ def job_gflop(
     return 0.0
 
 
+def picture_gflops(
+    facts: dict, prefix: dict[str, float], jobs, params: object, max_steps: int | None = None
+) -> list[float]:
+    """Each unit-picture job's GFLOPs (channel, negative or diversity) at the method's
+    parameters: its steps (capped by ``max_steps``) at the picture's own size."""
+    steps = unit_steps(params, max_steps)
+    area = picture_area(params, facts["input_size"])
+    return [
+        job_gflop(job.kind, facts, prefix, layer=job.layer, steps=steps, area=area) for job in jobs
+    ]
+
+
 def faithfulness_passes(extra: dict, layers: int, steps: int) -> int:
     """Forward passes of one photo's deletion/insertion curves (a scores job's ``extra``):
     the photo, black and blurred once, then ``steps - 1`` inner points of both curves for
@@ -380,15 +392,3 @@ def faithfulness_passes(extra: dict, layers: int, steps: int) -> int:
         return 0
     scored = sum(1 for index in extra["faith_layers"] if index < layers)
     return 3 + 2 * (steps - 1) * scored * len(extra["methods"])
-
-
-def load_seconds(facts: dict) -> float:
-    """Nominal seconds to build or read a model, from its weights."""
-    weights = sum(int(layer.get("params") or 0) for layer in facts.get("layers", []))
-    return NOMINAL_SECONDS_PER_JOB["load"] + LOAD_SECONDS_PER_PARAM * weights
-
-
-def page_count(units: int, layers: int, detailed: int, models: int) -> int:
-    """The site's HTML pages: a page per unit, layer and detailed photo of each model,
-    the model's own pages (index, predictions, accuracy, summary...) and the site's."""
-    return units + layers + detailed + 6 * models + 4

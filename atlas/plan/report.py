@@ -81,20 +81,18 @@ def rows(
     photos = [plan.photo_job(image) for image in context.scan.images]
     table.add(PHOTOS, "photo", photos, [estimate.PHOTO_BYTES] * len(photos), [0.0] * len(photos))
     models = context.models
+    units = sum(len(jobs) for m in models for jobs in m.units.values())
+    layers = sum(len(m.layers) for m in models)
+    detailed = sum(len(m.images) for m in models)
     html = estimate.html_bytes(
-        sum(len(jobs) for m in models for jobs in m.units.values()),
-        sum(len(m.layers) for m in models),
-        sum(len(m.images) for m in models),
+        units,
+        layers,
+        detailed,
         len(context.scan.images),
         len(models),
         sum(len(m.images) * len(m.layers) for m in models),
     )
-    pages = estimate.page_count(
-        sum(len(jobs) for m in models for jobs in m.units.values()),
-        sum(len(m.layers) for m in models),
-        sum(len(m.images) for m in models),
-        len(models),
-    )
+    pages = _page_count(units, layers, detailed, len(models))
     todo = any(row.jobs - row.cached > 0 for row in table.rows) or force
     seconds, measured = throughput.seconds("pages", 0.0, pages)
     table.rows.append(Row(SITE, "html", pages, 0 if todo else pages, 0.0, seconds, measured, html))
@@ -106,8 +104,6 @@ def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
     facts, params, model_id = model_plan.facts, model_plan.params, model_plan.config.id
     prefix = estimate.prefix_flops(facts)
     layers = model_plan.layers
-    steps = estimate.unit_steps(params, max_steps)
-    area = estimate.picture_area(params, facts["input_size"])
 
     predict = model_plan.predict
     table.add(
@@ -132,10 +128,7 @@ def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
                 kind,
                 jobs,
                 [estimate.nominal_bytes(kind, facts, layers, params)] * len(jobs),
-                [
-                    estimate.job_gflop(kind, facts, prefix, layer=j.layer, steps=steps, area=area)
-                    for j in jobs
-                ],
+                estimate.picture_gflops(facts, prefix, jobs, params, max_steps),
             )
     _score_rows(table, model_plan, prefix)
     grids = list(model_plan.grids.values())
@@ -211,8 +204,20 @@ def _load_row(model_plan, rows: list[Row], throughput: Throughput, models: int) 
     loads = (1 + (models > estimate.MODELS_KEPT_LOADED)) if todo else 0
     seconds, measured = throughput.seconds("load", 0.0, loads, model_id)
     if not measured:
-        seconds = loads * estimate.load_seconds(model_plan.facts) * throughput.scale
+        seconds = loads * _load_seconds(model_plan.facts) * throughput.scale
     return Row(model_id, "load", loads, 0, 0.0, seconds, measured, 0.0)
+
+
+def _load_seconds(facts: dict) -> float:
+    """Nominal seconds to build or read a model, from its weights."""
+    weights = sum(int(layer.get("params") or 0) for layer in facts.get("layers", []))
+    return estimate.NOMINAL_SECONDS_PER_JOB["load"] + estimate.LOAD_SECONDS_PER_PARAM * weights
+
+
+def _page_count(units: int, layers: int, detailed: int, models: int) -> int:
+    """The site's HTML pages: a page per unit, layer and detailed photo of each model,
+    the model's own pages (index, predictions, accuracy, summary...) and the site's."""
+    return units + layers + detailed + 6 * models + 4
 
 
 def _exemplar_row(

@@ -91,15 +91,10 @@ def quality_costs(context, throughput) -> str | None:
             facts = model_plan.facts
             index = context.config.models.index(model_plan.config)
             params = plan.unit_params(model_plan.config, index, facts["input_size"], quality)
-            steps = estimate.unit_steps(params)
-            area = estimate.picture_area(params, facts["input_size"])
-            prefix = estimate.prefix_flops(facts)
             own = [job for job in jobs if job.key not in seen]
             seen.update(job.key for job in jobs)
-            gflop = sum(
-                estimate.job_gflop("unit", facts, prefix, layer=j.layer, steps=steps, area=area)
-                for j in own
-            )
+            prefix = estimate.prefix_flops(facts)
+            gflop = sum(estimate.picture_gflops(facts, prefix, own, params))
             seconds += throughput.seconds("unit", gflop, len(own), model_plan.config.id)[0]
         costs.append(f"{quality} {estimate.format_seconds(seconds)}")
     return "every unit picture at render.quality: " + ", ".join(costs) + " (on this machine)"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import numpy as np
+
 from atlas.analysis.metrics import Prediction, is_breed_correct, pets_metrics
 from atlas.data.oxford import breed_title
 from atlas.plan.select import evaluation_images
@@ -31,15 +33,15 @@ log = logging.getLogger(__name__)
 def _peak_means(image_entries: dict) -> dict[int, tuple[list[float], list[str]]]:
     """Per layer, each unit's highest spatial-mean activation over the detailed photos,
     and the photo it was measured on (the first, on a tie)."""
-    peak_mean: dict[int, tuple[list[float], list[str]]] = {}
-    for name, entry in image_entries.items():
-        if entry is None:
-            continue
-        for index, means in enumerate(entry.meta["channel_mean"]):
-            values, photos = peak_mean.setdefault(index, (list(means), [name] * len(means)))
-            for unit, value in enumerate(means):
-                if value > values[unit]:
-                    values[unit], photos[unit] = value, name
+    found = [(name, entry) for name, entry in image_entries.items() if entry is not None]
+    if not found:
+        return {}
+    names = [name for name, _ in found]
+    peak_mean = {}
+    for index in range(len(found[0][1].meta["channel_mean"])):
+        means = np.asarray([entry.meta["channel_mean"][index] for _, entry in found])
+        best = means.argmax(axis=0)  # the first photo on a tie
+        peak_mean[index] = (means.max(axis=0).tolist(), [names[i] for i in best])
     return peak_mean
 
 

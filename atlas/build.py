@@ -143,7 +143,7 @@ def _render(
     """Render every missing asset into the cache: phase one (photos, predictions, image
     maps, CAM scores, unit pictures), then the exemplars known from the image statistics,
     then the layers' grids. A shard renders its share of phase one only."""
-    from atlas.execute import shards, tasks
+    from atlas.execute import atlases, shards, tasks
 
     def missing(jobs: list[Job]) -> list[Job]:
         todo = _missing(jobs, context.cache, options.force)
@@ -166,11 +166,14 @@ def _render(
                 for model_plan in context.models:  # from the image statistics alone
                     jobs = exemplar_jobs(model_plan, context, missing)
                     run(tasks.exemplar_tasks(model_plan, jobs, images))
+                atlases.make_layouts(context, options.force)  # from the samples of phase one
+                run(atlases.atlas_tasks(context, missing, options.max_steps))
             run.wait()
             if options.shard is None:
                 for model_plan in context.models:
                     with context.timer.stage("render grids"):
                         _render_grids(model_plan, context, options)
+                atlases.stitch_atlases(context, options.force)
     finally:
         run.close()
 

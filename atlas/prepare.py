@@ -25,6 +25,7 @@ from atlas.data.scan import DatasetScan, scan_dataset
 from atlas.errors import AtlasError, ConfigError, ModelError
 from atlas.execute.models import LoadedModels
 from atlas.model.labels import LabelSpace, count_problem, label_space
+from atlas.plan import atlas as atlas_plan
 from atlas.plan import checks, estimate, report, select, stages
 from atlas.plan import jobs as plan
 from atlas.plan.context import BuildContext, ModelPlan, StageTimer
@@ -175,6 +176,11 @@ def _plan_model(
             model, layer["name"], [job.key for job in result.units[layer["name"]]]
         )
         result.views[layer["name"]] = _view_jobs(model, layer, count, result.params)
+    result.atlas_plans = atlas_plan.plan_atlases(
+        model, identity, chosen, context.scan.images, size, result.params, space is not None
+    )
+    atlas_plan.known_cells(result.atlas_plans, model, result.params, context.cache)
+    result.atlases = {name: p.atlas for name, p in result.atlas_plans.items()}
     return result
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from atlas.config.atlas import AtlasSettings, parse_atlas
 from atlas.config.dataset import parse_dataset
 from atlas.config.models import _models, _render
 from atlas.config.schema import Checker, KeyLines, kind_of, why
@@ -59,12 +60,13 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError(
             [("", f"expected a mapping at the top level, got {kind_of(data)}")], source=str(path)
         )
-    check.mapping(data, "", ("site", "cache", "dataset", "render", "models"))
+    check.mapping(data, "", ("site", "cache", "dataset", "render", "atlas", "models"))
     site = _site(check, data.get("site"))
     cache = _cache(check, check.typed(data, "cache", "", str, ".atlas-cache"))
     dataset = parse_dataset(check, data.get("dataset"))
     render = _render(check, data.get("render"), "render", RenderSettings())
-    models = _models(check, data.get("models"), render)
+    atlas = parse_atlas(check, data.get("atlas"), "atlas", AtlasSettings())
+    models = _models(check, data.get("models"), render, atlas)
     if not any(key.startswith(("site.output", "cache")) for key, _ in check.problems):
         _check_output(
             check, site.output, path.resolve().parent, cache if isinstance(cache, Path) else None

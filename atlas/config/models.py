@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from atlas.config.atlas import AtlasSettings, parse_atlas
 from atlas.config.methods import QUALITIES, parse_method_params
 from atlas.config.schema import Checker, lookup
 from atlas.config.settings import (
@@ -125,14 +126,16 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def _models(check: Checker, value: Any, render: RenderSettings) -> tuple[ModelConfig, ...]:
+def _models(
+    check: Checker, value: Any, render: RenderSettings, atlas: AtlasSettings | None = None
+) -> tuple[ModelConfig, ...]:
     if not isinstance(value, list) or not value:
         check.problem("models", "expected a non-empty list of models")
         return ()
     models, seen = [], {}
     for index, item in enumerate(value):
         path = f"models[{index}]"
-        model = _model(check, item, path, render)
+        model = _model(check, item, path, render, atlas or AtlasSettings())
         if model is None:
             continue
         if model.id in seen:
@@ -144,7 +147,9 @@ def _models(check: Checker, value: Any, render: RenderSettings) -> tuple[ModelCo
     return tuple(models)
 
 
-def _model(check: Checker, item: Any, path: str, render: RenderSettings) -> ModelConfig | None:
+def _model(
+    check: Checker, item: Any, path: str, render: RenderSettings, atlas: AtlasSettings
+) -> ModelConfig | None:
     data = check.mapping(
         item,
         path,
@@ -162,6 +167,7 @@ def _model(check: Checker, item: Any, path: str, render: RenderSettings) -> Mode
             "classes",
             "trained_on",
             "read_at",
+            "atlas",
         ),
     )
     if not data:
@@ -197,6 +203,7 @@ def _model(check: Checker, item: Any, path: str, render: RenderSettings) -> Mode
         layers=patterns,
         notes=check.path(data, "notes", path),
         render=_render(check, data.get("render"), f"{path}.render", render),
+        atlas=parse_atlas(check, data.get("atlas"), f"{path}.atlas", atlas),
     )
 
 

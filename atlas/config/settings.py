@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atlas.config.atlas import AtlasSettings
 from atlas.config.views import UnitViews
 
 APPLICATIONS = (
@@ -116,6 +117,7 @@ class ModelConfig:
     classes: str | Path | None = None  # imagenet | breeds | species | none | a labels file
     trained_on: str = "none"  # trainval | test | none: accuracy uses the other split
     read_at: str = "activation"  # activation | conv: which tensor a conv's units are read at
+    atlas: AtlasSettings = AtlasSettings()  # activation atlases (atlas.config.atlas)
 
 
 @dataclass(frozen=True)

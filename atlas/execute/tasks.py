@@ -37,8 +37,11 @@ LABELS = {
     "unit": "units",
     "exemplars": "unit exemplars",
     "scores": "CAM scores",
+    "atlas_samples": "atlas samples",
+    "atlas_labels": "atlas labels",
+    "atlas_cell": "atlas cells",
 }
-PHASE_ONE = ("photo", "predict", "image", "scores", "unit")
+PHASE_ONE = ("photo", "predict", "image", "scores", "atlas_samples", "unit")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ def _model_tasks(
                     gflop=gflop,
                 )
             )
+    tasks += _sample_tasks(model_plan, missing, images, scheduled, prefix)
     # In network order, across layers: a renderer serves a run of layers (one trace),
     # and its batches may mix them (and mix channel, negative and diversity pictures),
     # so a small layer is not a small batch.
@@ -139,6 +143,29 @@ def _model_tasks(
             )
         )
     return tasks
+
+
+def _sample_tasks(
+    model_plan, missing: Callable, images: dict[str, DatasetImage], scheduled: set[str], prefix
+) -> list[Task]:
+    """One task for the model's missing atlas samples (one pass over the photos serves
+    every layer), less those another model already schedules (the same tensor)."""
+    jobs = [plan.samples for plan in model_plan.atlas_plans.values()]
+    todo = [job for job in missing(jobs) if job.key not in scheduled]
+    if not todo:
+        return []
+    scheduled.update(job.key for job in todo)
+    names = todo[0].extra["photos"]
+    deepest = max(prefix.get(job.layer, 0.0) for job in todo)
+    return [
+        Task(
+            "atlas_samples",
+            model_plan.config,
+            tuple(todo),
+            tuple(images[name] for name in names),
+            gflop=deepest * len(names) / 1e9,
+        )
+    ]
 
 
 def _picture_jobs(context, model_plan, missing: Callable, scheduled: set[str]) -> list[Job]:
@@ -232,5 +259,14 @@ def execute(
         from atlas.render.faith import run_scores
 
         run_scores(loaded, jobs, images, cache, progress)
+    elif task.kind.startswith("atlas_"):
+        from atlas.render import atlas
+
+        if task.kind == "atlas_cell":
+            atlas.run_atlas_cells(loaded, jobs, task.params, cache, progress, task.max_steps)
+        elif task.kind == "atlas_samples":
+            atlas.run_atlas_samples(loaded, jobs, images, cache, progress)
+        else:
+            atlas.run_atlas_labels(loaded, jobs, images, cache, progress)
     else:
         raise ValueError(f"unknown task kind {task.kind!r}")

@@ -82,6 +82,10 @@ class ModelPlan:
     exemplars: dict[str, Job] = field(default_factory=dict)
     scores: list[Job] = field(default_factory=list)  # CAM scores per image (atlas.analysis.scores)
     space: LabelSpace | None = None  # the model's classes; None: a feature extractor
+    # activation atlases: layer name -> the finished atlas (atlas.plan.atlas); its entry
+    # holds atlas.webp and the cells' meta (see docs/architecture.md, "Activation atlases")
+    atlases: dict[str, Job] = field(default_factory=dict)
+    atlas_plans: dict = field(default_factory=dict)  # layer -> atlas.plan.atlas.AtlasPlan
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -123,4 +127,7 @@ def planned_jobs(context: BuildContext) -> list[Job]:
         jobs += [job for layer in model_plan.units.values() for job in layer]
         jobs += [job for layer in model_plan.views.values() for job in layer]
         jobs += list(model_plan.grids.values()) + list(model_plan.exemplars.values())
+        for atlas in model_plan.atlas_plans.values():
+            jobs += [atlas.samples, atlas.layout, atlas.atlas, *atlas.cells]
+            jobs += [atlas.labels] if atlas.labels is not None else []
     return jobs

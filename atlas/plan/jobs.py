@@ -35,6 +35,11 @@ RENDERER_VERSION = {
     "scores": 3,
     "negative": 2,
     "diversity": 2,
+    "atlas_samples": 1,
+    "atlas_layout": 2,
+    "atlas_labels": 1,
+    "atlas_cell": 1,
+    "atlas": 1,
 }
 # How assets are encoded; part of every key of their kind, so changing a value here
 # re-renders exactly the assets it changes. Sized for the default site's 60 MB budget:
@@ -54,6 +59,8 @@ ENCODING: dict[str, dict[str, int]] = {
     "exemplars": {},
     "negative": {"quality": 70},
     "diversity": {"quality": 70},
+    "atlas_cell": {"quality": 80},
+    "atlas": {"quality": 80},
 }
 PHOTO_SIDE = 320  # the photo shown on image pages and under heat maps
 THUMB_SIDE = 112  # photo thumbnails in lists

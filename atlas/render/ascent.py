@@ -60,6 +60,7 @@ class Ascent:
     ):
         self.model, self.preprocess, self.model_size = model, preprocess, model_size
         self.diversity_weight = diversity_weight
+        self.cossim_pow = 2.0  # atlas cells' cosine exponent (objectives.direction_scores)
         self._steps: dict[int | str, Callable] = {}
 
     def objective(self, pixels: tf.Tensor, units: tf.Tensor, layers: tf.Tensor) -> tf.Tensor:
@@ -96,7 +97,10 @@ class Ascent:
     def loss(self, model_input: tf.Tensor, targets: tuple) -> tuple[tf.Tensor, tf.Tensor]:
         """What a step ascends (see :func:`objectives.batch_loss`) and each unit's mean."""
         outputs = self.model(model_input, training=False)
-        means = unit_means(outputs, targets[0], targets[1])
+        if len(targets) > 4:  # atlas cells: whitened directions at the centre
+            means = objectives.direction_scores(outputs, targets[4], self.cossim_pow)
+        else:
+            means = unit_means(outputs, targets[0], targets[1])
         return objectives.batch_loss(outputs, means, targets, self.diversity_weight), means
 
 

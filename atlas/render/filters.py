@@ -190,6 +190,7 @@ class UnitRenderer:
         groups: Sequence[int] | None = None,
         batch_size: int | None = None,
         max_steps: int | None = None,
+        directions: Sequence[np.ndarray] | None = None,
     ) -> Iterator[list[UnitResult]]:
         """Render filter visualizations, yielding each finished batch.
 
@@ -203,6 +204,10 @@ class UnitRenderer:
                 contiguous and read one output.
             batch_size: images per batch; None chooses by :func:`auto_batch_size`.
             max_steps: cap on the total gradient steps (tests).
+            directions: per picture, a whitened direction of output 0's channels: the
+                picture ascends :func:`atlas.render.objectives.direction_scores` (an
+                activation atlas cell; ``units`` are then ignored and ``own_activation``
+                is 0) instead of its unit's mean.
 
         Yields:
             one list of :class:`UnitResult` per batch, in the order of ``units``.
@@ -218,8 +223,10 @@ class UnitRenderer:
             [int(s) for s in seeds],
             [1.0] * count if signs is None else [float(x) for x in signs],
             [-1] * count if groups is None else [int(g) for g in groups],
+            [] if directions is None else [np.asarray(d, np.float32) for d in directions],
         )
         lengths = {len(values) for values in batch._lists()}
+        lengths |= {len(batch.directions)} if directions is not None else set()
         if len(lengths) != 1:
             raise ValueError(
                 f"{count} units, {len(seeds)} seeds, {len(batch.layers)} layers, "
@@ -263,9 +270,13 @@ class UnitRenderer:
             pictures = np.repeat(luma.astype(np.uint8)[..., None], 3, axis=-1)
         # The ratio the pages show is measured on the picture they show: as published.
         shown = np.stack([as_published(picture) for picture in pictures])
-        own = self.evaluate(
-            tf.constant(shown, tf.float32), tf.constant(batch.units), tf.constant(batch.layers)
-        ).numpy()
+        own = (
+            np.zeros(len(batch))
+            if batch.directions
+            else self.evaluate(
+                tf.constant(shown, tf.float32), tf.constant(batch.units), tf.constant(batch.layers)
+            ).numpy()
+        )
         seconds = (time.perf_counter() - began) / count
         return [
             UnitResult(

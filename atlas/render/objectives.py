@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from atlas.render._tensorflow import tf
 
@@ -83,7 +85,7 @@ def batch_loss(outputs, means: tf.Tensor, targets: tuple, weight: float) -> tf.T
         targets: ``(units, layers, signs, groups)`` per picture.
         weight: the diversity term's weight (lambda); 0 leaves it out of the trace.
     """
-    _, layers, signs, groups = targets
+    _, layers, signs, groups = targets[:4]
     total = tf.reduce_sum(signs * means)
     if not weight:
         return total
@@ -95,36 +97,66 @@ def batch_loss(outputs, means: tf.Tensor, targets: tuple, weight: float) -> tf.T
     return total - weight * penalty
 
 
+def direction_scores(outputs, directions: tf.Tensor, power: float) -> tf.Tensor:
+    """The activation atlas' cell objective (Lucid's ``direction_neuron_cossim_S``): at
+    the centre position of the (one) output, the activation's dot product with the
+    picture's whitened direction times its cosine with it (at least 0.1) to ``power``.
+
+    Args:
+        outputs: the feature model's output (or a one-element list).
+        directions: ``(batch, C)`` unit-length whitened directions.
+        power: the cosine's exponent.
+
+    Returns:
+        ``(batch,)``.
+    """
+    output = tf.cast(_as_list(outputs)[0], tf.float32)
+    shape = tf.shape(output)
+    centre = output[:, shape[1] // 2, shape[2] // 2, :]
+    dot = tf.reduce_sum(centre * directions, axis=1)
+    cosine = dot / (tf.norm(centre, axis=1) + 1e-4)
+    return dot * tf.maximum(cosine, 0.1) ** power
+
+
 @dataclass(frozen=True)
 class Batch:
     """One batch's pictures: per picture its unit, output, seed, sign (+1 up, -1 down) and
-    diversity group (-1: none; a group's pictures are contiguous and never split)."""
+    diversity group (-1: none; a group's pictures are contiguous and never split), and
+    for atlas cells (:func:`direction_scores`) its whitened direction (``directions``
+    empty: every picture drives a unit's mean)."""
 
     units: list[int]
     layers: list[int]
     seeds: list[int]
     signs: list[float]
     groups: list[int]
+    directions: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.units)
 
     def part(self, start: int, end: int) -> Batch:
-        return Batch(*(values[start:end] for values in self._lists()))
+        return Batch(
+            *(values[start:end] for values in self._lists()), list(self.directions[start:end])
+        )
 
     def padded(self, size: int) -> Batch:
         """Filled up to ``size`` by repeating the last picture outside any group."""
         pad = size - len(self)
         units, layers, seeds, signs, _ = (values + values[-1:] * pad for values in self._lists())
-        return Batch(units, layers, seeds, signs, self.groups + [-1] * pad)
+        directions = list(self.directions) + list(self.directions[-1:]) * pad
+        return Batch(units, layers, seeds, signs, self.groups + [-1] * pad, directions)
 
     def targets(self) -> tuple[tf.Tensor, ...]:
-        return (
+        targets = (
             tf.constant(self.units, tf.int32),
             tf.constant(self.layers, tf.int32),
             tf.constant(self.signs, tf.float32),
             tf.constant(self.groups, tf.int32),
         )
+        if not self.directions:
+            return targets
+        return (*targets, tf.constant(np.stack(self.directions), tf.float32))
 
     def _lists(self) -> tuple[list, ...]:
         return self.units, self.layers, self.seeds, self.signs, self.groups

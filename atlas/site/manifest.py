@@ -110,6 +110,7 @@ def entry_keys(context: Any) -> list[str]:
             keys += [job.key for job in plan.units[name]]
             keys += [job.key for job in plan.views.get(name, ())]
             keys += [job.key for job in (plan.grids.get(name), plan.exemplars.get(name)) if job]
+        keys += [job.key for job in plan.atlases.values()]  # the activation atlas pages
     return keys
 
 

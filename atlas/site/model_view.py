@@ -11,6 +11,7 @@ import numpy as np
 from atlas.analysis.metrics import Prediction, is_breed_correct, pets_metrics
 from atlas.data.oxford import breed_title
 from atlas.plan.select import evaluation_images
+from atlas.site.atlas_view import atlas_views
 from atlas.site.cam_scores import cam_scores
 from atlas.site.charts import confusion_svg
 from atlas.site.unit_pages import UnitExtras, layer_extras, split_exemplars
@@ -21,6 +22,7 @@ from atlas.site.views import (
     LayerView,
     ModelView,
     UnitView,
+    class_title,
     dataset_words,
     markdown_html,
     median,
@@ -150,11 +152,6 @@ def _class_views(prediction: Prediction, space, top_k: int) -> list[ClassView]:
     ]
 
 
-def _breed_title(breeds, key: str) -> str:
-    breed = breeds.breeds.get(key)
-    return breed.title if breed else breed_title(key)
-
-
 def _image_view(
     image,
     prediction: Prediction | None,
@@ -234,9 +231,7 @@ def model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) 
         image.name: f"{base}/images/{image_slugs(image.name)}.html" for image in context.scan.images
     }
     image_entries = {job.image: cache.get(job.key) for job in model_plan.images}
-    breeds = {
-        image.name: _breed_title(context.breeds, image.breed) for image in context.scan.images
-    }
+    breeds = {image.name: class_title(context.breeds, image.breed) for image in context.scan.images}
     layers = _layer_views(
         model_plan, cache, base, assets, image_paths, photos, image_entries, breeds
     )
@@ -283,6 +278,7 @@ def model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) 
         trained_on=config.trained_on,
         predictions=predictions,
         evaluated_names=frozenset(evaluated),
+        atlases=atlas_views(model_plan, context, assets, layers, views, photos),
     )
 
 

@@ -121,6 +121,7 @@ def _model_pages(model: ModelView, home, words: dict) -> list[Page]:
             )
             for j, unit in enumerate(layer.units)
         ]
+    pages += _atlas_pages(model, home)
     shown = model.detailed_images
     predictions_crumb = (
         ("Predictions", model.sibling("predictions.html"))
@@ -138,6 +139,21 @@ def _model_pages(model: ModelView, home, words: dict) -> list[Page]:
         for i, image in enumerate(shown)
     ]
     return pages
+
+
+def _atlas_pages(model: ModelView, home) -> list[Page]:
+    """One page per activation atlas: Home / model / layer / Activation atlas."""
+    crumb = (model.title, model.path)
+    return [
+        Page(
+            atlas.path,
+            "atlas.html",
+            f"{model.title}: {atlas.layer} activation atlas",
+            {"model": model, "atlas": atlas, **_neighbours(model.atlases, i)},
+            crumbs=(home, crumb, (atlas.layer, atlas.layer_path), ("Activation atlas", None)),
+        )
+        for i, atlas in enumerate(model.atlases)
+    ]
 
 
 def _prediction_pages(model: ModelView, home, words: dict, accuracy: bool) -> list[Page]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import markdown
 
+from atlas.data.oxford import breed_title
 from atlas.site.unit_pages import UnitExtras
 
 
@@ -102,6 +103,7 @@ class LayerView:
     # other configured models' layers with the same units (same address) or the same name
     # but other units (a fine-tune changed them): [{"model", "title", "path", "same"}]
     twins: list[dict] = field(default_factory=list)
+    atlas_path: str | None = None  # its activation atlas page; None: no atlas rendered
 
     @property
     def read_at(self) -> str:
@@ -143,6 +145,7 @@ class ModelView:
     cam_scores: dict | None = (
         None  # atlas.analysis.scores.score_view: the per-layer, per-method table
     )
+    atlases: list = field(default_factory=list)  # atlas_view.AtlasView of each atlased layer
 
     @property
     def has_classes(self) -> bool:
@@ -176,6 +179,17 @@ def median(values: list[float]) -> float | None:
         return None
     middle = len(values) // 2
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def class_title(breeds, key: str) -> str:
+    """A dataset class's display name: its title in the class map, else made from its key.
+
+    Args:
+        breeds: the dataset's class map (``BreedMap``, ``context.breeds``).
+        key: the class key (``DatasetImage.label``, a breed key for the pets).
+    """
+    breed = breeds.breeds.get(key)
+    return breed.title if breed else breed_title(key)
 
 
 def dataset_words(layout: str) -> dict[str, str | bool]:

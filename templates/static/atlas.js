@@ -203,4 +203,243 @@
       });
     });
   }
+  // Activation atlas pages: the picture zooms (wheel, pinch, buttons) and pans (drag)
+  // under one transform; the cells are buttons laid over it in percentages, so they zoom
+  // with it. The cells' details are embedded JSON (no fetch: the page works from file://).
+  var viewport = document.querySelector(".atlas-viewport");
+  if (viewport) { atlasPage(viewport); }
+
+  function atlasPage(viewport) {
+    var data = JSON.parse(document.getElementById("atlas-data").textContent);
+    var stage = viewport.querySelector(".atlas-stage");
+    var cells = Array.prototype.slice.call(viewport.querySelectorAll(".cell"));
+    var panel = document.querySelector(".atlas-panel");
+    var view = {s: 1, x: 0, y: 0};
+    var MAX = 16;
+    var pinned = null;
+
+    function apply() {
+      var side = viewport.clientWidth;
+      view.s = Math.min(MAX, Math.max(1, view.s));
+      view.x = Math.min(0, Math.max(side - side * view.s, view.x));
+      view.y = Math.min(0, Math.max(side - side * view.s, view.y));
+      stage.style.transform = "translate(" + view.x + "px," + view.y + "px) scale(" + view.s + ")";
+      stage.style.setProperty("--z", view.s);
+      viewport.classList.toggle("zoomed", view.s > 1.001);
+    }
+    function zoom(factor, px, py) {  // about a point of the viewport (px, py)
+      var side = viewport.clientWidth;
+      if (px === undefined) { px = side / 2; py = side / 2; }
+      var s = Math.min(MAX, Math.max(1, view.s * factor));
+      view.x = px - (px - view.x) * (s / view.s);
+      view.y = py - (py - view.y) * (s / view.s);
+      view.s = s;
+      apply();
+    }
+    function local(event) {
+      var box = viewport.getBoundingClientRect();
+      return [event.clientX - box.left, event.clientY - box.top];
+    }
+    viewport.addEventListener("wheel", function (event) {
+      event.preventDefault();
+      var at = local(event);
+      zoom(Math.exp(-event.deltaY * (event.deltaMode === 1 ? 0.05 : 0.002)), at[0], at[1]);
+    }, {passive: false});
+    document.querySelectorAll("[data-zoom]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var how = button.dataset.zoom;
+        if (how === "reset") { view = {s: 1, x: 0, y: 0}; apply(); }
+        else { zoom(how === "in" ? 1.5 : 1 / 1.5); }
+      });
+    });
+    // A scroll of the viewport (the browser bringing a focused cell into view) would
+    // shift the picture under the transform: undo it.
+    viewport.addEventListener("scroll", function () { viewport.scrollLeft = 0; viewport.scrollTop = 0; });
+    window.addEventListener("resize", apply);
+
+    // Drag to pan, two pointers to pinch. The pointer is captured only once it moved, so
+    // that a plain click still reaches its cell.
+    var pointers = {};
+    var drag = null;
+    function spread() {
+      var p = Object.keys(pointers).map(function (k) { return pointers[k]; });
+      return {d: Math.hypot(p[0][0] - p[1][0], p[0][1] - p[1][1]),
+        x: (p[0][0] + p[1][0]) / 2, y: (p[0][1] + p[1][1]) / 2};
+    }
+    viewport.addEventListener("pointerdown", function (event) {
+      if (event.button !== 0) { return; }
+      pointers[event.pointerId] = local(event);
+      drag = {x: event.clientX, y: event.clientY, vx: view.x, vy: view.y, moved: false,
+        pinch: Object.keys(pointers).length === 2 ? spread() : null};
+    });
+    viewport.addEventListener("pointermove", function (event) {
+      if (!drag || !(event.pointerId in pointers)) { return; }
+      pointers[event.pointerId] = local(event);
+      if (drag.pinch && Object.keys(pointers).length === 2) {
+        var now = spread();
+        zoom(now.d / Math.max(drag.pinch.d, 1), now.x, now.y);
+        drag.pinch = now;
+        drag.moved = true;
+        return;
+      }
+      var dx = event.clientX - drag.x;
+      var dy = event.clientY - drag.y;
+      if (!drag.moved && Math.hypot(dx, dy) < 5) { return; }
+      if (!drag.moved) { drag.moved = true; viewport.setPointerCapture(event.pointerId); }
+      viewport.classList.add("dragging");
+      view.x = drag.vx + dx;
+      view.y = drag.vy + dy;
+      apply();
+    });
+    function release(event) {
+      delete pointers[event.pointerId];
+      viewport.classList.remove("dragging");
+      if (drag && drag.moved) { drag.ended = Date.now(); }
+      if (!Object.keys(pointers).length && drag && !drag.moved) { drag = null; }
+    }
+    viewport.addEventListener("pointerup", release);
+    viewport.addEventListener("pointercancel", release);
+
+    function el(tag, cls, text) {
+      var node = document.createElement(tag);
+      if (cls) { node.className = cls; }
+      if (text !== undefined) { node.textContent = text; }
+      return node;
+    }
+    function pct(v) { return (100 * v).toFixed(v < 0.1 ? 1 : 0) + " %"; }
+    function label(i) { return i >= 0 ? data.labels[i] : "no label"; }
+    function patch(p) {
+      var photo = data.photos[p[0]];
+      var node = el(photo[2] ? "a" : "span", "patch");
+      if (photo[2]) { node.href = photo[2]; }  // links relative to this page
+      node.title = photo[0] + (photo[2] ? "" : " (this photo has no page)");
+      var crop = el("span", "crop");
+      var height = 72;  // the region's own aspect ratio, within the 96 px tile
+      crop.style.width = Math.round(Math.min(96, Math.max(36, height * p[5]))) + "px";
+      crop.style.height = height + "px";
+      if (photo[1]) {
+        crop.style.backgroundImage = "url(\"" + photo[1] + "\")";
+        crop.style.backgroundSize = p[1] + "% " + p[2] + "%";
+        crop.style.backgroundPosition = p[3] + "% " + p[4] + "%";
+      }
+      node.appendChild(crop);
+      node.appendChild(el("span", "name", photo[0]));
+      return node;
+    }
+    function show(index) {
+      var cell = data.cells[index];
+      panel.textContent = "";
+      panel.appendChild(el("h2", "cell-label", label(cell.l)));
+      panel.appendChild(el("p", "muted small", "row " + (cell.r + 1) + ", column " + (cell.c + 1)));
+      var facts = el("dl", "facts");
+      [["share", cell.s === null ? "–" : pct(cell.s)], ["vectors", String(cell.n)],
+        ["cosine", cell.cos === null ? "–" : cell.cos.toFixed(2)]].forEach(function (pair) {
+        facts.appendChild(el("dt", "", pair[0]));
+        facts.appendChild(el("dd", "cell-" + pair[0], pair[1]));
+      });
+      panel.appendChild(facts);
+      if (cell.top.length) {
+        var bars = el("ol", "bars top");
+        cell.top.forEach(function (t) {
+          var li = el("li");
+          li.appendChild(el("span", "label", label(t[0])));
+          var track = el("span", "track");
+          var bar = el("span", "bar");
+          bar.style.width = Math.round(100 * t[1]) + "%";
+          track.appendChild(bar);
+          li.appendChild(track);
+          li.appendChild(el("span", "p", pct(t[1])));
+          bars.appendChild(li);
+        });
+        panel.appendChild(bars);
+      }
+      if (cell.p.length) {
+        panel.appendChild(el("h3", "", "Where its vectors came from"));
+        var patches = el("div", "patches");
+        cell.p.forEach(function (p) { patches.appendChild(patch(p)); });
+        panel.appendChild(patches);
+      }
+    }
+    function cellOf(event) {
+      var target = event.target.closest ? event.target.closest(".cell") : null;
+      return target && viewport.contains(target) ? target : null;
+    }
+    viewport.addEventListener("mouseover", function (event) {
+      var cell = cellOf(event);
+      if (cell && !viewport.classList.contains("dragging")) { show(Number(cell.dataset.i)); }
+    });
+    viewport.addEventListener("mouseleave", function () {
+      if (pinned) { show(Number(pinned.dataset.i)); }
+    });
+    function pin(cell, focus) {
+      if (pinned) { pinned.classList.remove("selected"); pinned.tabIndex = -1; }
+      pinned = cell;
+      cell.classList.add("selected");
+      cell.tabIndex = 0;
+      if (focus) { cell.focus({preventScroll: true}); }
+      show(Number(cell.dataset.i));
+      reveal(cell);
+    }
+    function reveal(cell) {  // pan a focused cell into view when zoomed in
+      var box = cell.getBoundingClientRect();
+      var frame = viewport.getBoundingClientRect();
+      if (box.left >= frame.left && box.right <= frame.right &&
+          box.top >= frame.top && box.bottom <= frame.bottom) { return; }
+      view.x += (frame.left + frame.width / 2) - (box.left + box.width / 2);
+      view.y += (frame.top + frame.height / 2) - (box.top + box.height / 2);
+      apply();
+    }
+    viewport.addEventListener("click", function (event) {
+      var cell = cellOf(event);
+      if (drag && drag.ended && Date.now() - drag.ended < 300) { drag = null; return; }
+      drag = null;
+      if (cell) { pin(cell, true); }
+    });
+    viewport.addEventListener("focusin", function (event) {
+      var cell = cellOf(event);
+      if (cell && cell !== pinned) { pin(cell, false); }
+    });
+    var at = {};
+    cells.forEach(function (cell) {
+      var d = data.cells[Number(cell.dataset.i)];
+      at[d.r + "," + d.c] = cell;
+    });
+    var STEPS = {ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0]};
+    viewport.addEventListener("keydown", function (event) {
+      var cell = cellOf(event);
+      if (event.key === "+" || event.key === "=") { zoom(1.5); event.preventDefault(); return; }
+      if (event.key === "-") { zoom(1 / 1.5); event.preventDefault(); return; }
+      var step = STEPS[event.key];
+      if (!cell || !step) { return; }
+      event.preventDefault();
+      event.stopPropagation();  // the arrows move between cells here, not between pages
+      var d = data.cells[Number(cell.dataset.i)];
+      var grid = Number(viewport.dataset.grid);
+      for (var k = 1; k < grid; k += 1) {
+        var next = at[(d.r + step[0] * k) + "," + (d.c + step[1] * k)];
+        if (next) { pin(next, true); return; }
+      }
+    });
+
+    // The class filter: its cells outlined, the others dimmed.
+    var filter = document.querySelector("select.atlas-filter");
+    var count = document.querySelector(".atlas-count");
+    function highlight() {
+      var chosen = filter.value;
+      var matched = 0;
+      cells.forEach(function (cell) {
+        var match = chosen !== "" && cell.dataset.l === chosen;
+        cell.classList.toggle("match", match);
+        if (match) { matched += 1; }
+      });
+      viewport.classList.toggle("filtering", chosen !== "");
+      count.textContent = chosen === "" ? cells.length + " cells" :
+        matched + " of " + cells.length + " cells labelled " + data.labels[Number(chosen)];
+    }
+    if (filter) {
+      filter.addEventListener("change", highlight);
+      if (filter.value) { highlight(); }  // the browser may restore a choice on "back"
+    }
+    apply();
+  }
 })();

@@ -339,13 +339,16 @@
       });
       panel.appendChild(facts);
       if (cell.top.length) {
+        // bars relative to the strongest label: shares of many classes can all be small
+        var most = Math.max.apply(null, cell.top.map(function (t) { return t[1]; })) || 1;
+        panel.appendChild(el("h3", "", "Strongest labels"));
         var bars = el("ol", "bars top");
         cell.top.forEach(function (t) {
           var li = el("li");
           li.appendChild(el("span", "label", label(t[0])));
           var track = el("span", "track");
           var bar = el("span", "bar");
-          bar.style.width = Math.round(100 * t[1]) + "%";
+          bar.style.width = Math.round(100 * t[1] / most) + "%";
           track.appendChild(bar);
           li.appendChild(track);
           li.appendChild(el("span", "p", pct(t[1])));

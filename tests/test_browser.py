@@ -319,3 +319,109 @@ def test_confusion_page_switches_layers(browser, tmp_path_factory):
     assert set(page.locator(rows).evaluate_all("els => els.map(e => e.dataset.layer)")) == {"conv1"}
     assert page.locator(f"{rows} img.map").count() == 2 * page.locator("section.confusion").count()
     context.close()
+
+
+def _atlas_checks(page) -> None:
+    """Zoom (button and wheel), hover a cell, filter by a class, move with the arrows."""
+    scale = "() => new DOMMatrix(getComputedStyle(document.querySelector('.atlas-stage'))"
+    scale += ".transform).a"
+    assert page.evaluate(scale) == 1
+    page.click("button[data-zoom='in']")
+    zoomed = page.evaluate(scale)
+    assert zoomed > 1
+    box = page.locator(".atlas-viewport").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function(f"() => ({scale})() > {zoomed}")
+    data = page.evaluate("JSON.parse(document.getElementById('atlas-data').textContent)")
+    # a cell inside the zoomed view: the hit boxes moved and grew with the picture
+    inside = page.evaluate(
+        """() => { const f = document.querySelector('.atlas-viewport').getBoundingClientRect();
+        return [...document.querySelectorAll('.cell')].map(c => [c, c.getBoundingClientRect()])
+          .filter(([c, b]) => b.left > f.left && b.right < f.right && b.top > f.top
+                  && b.bottom < f.bottom).map(([c]) => Number(c.dataset.i)); }"""
+    )
+    assert inside and len(inside) < len(data["cells"])
+    index = inside[len(inside) // 2]
+    page.hover(f".cell[data-i='{index}']")
+    cell = data["cells"][index]
+    assert page.inner_text(".atlas-panel .cell-label") == data["labels"][cell["l"]]
+    assert page.inner_text(".atlas-panel .cell-vectors") == str(cell["n"])
+    assert page.locator(".atlas-panel .patch .crop").count() == len(cell["p"])
+    page.click("button[data-zoom='reset']")
+    assert page.evaluate(scale) == 1
+
+    values = page.locator("select.atlas-filter option").evaluate_all(
+        "options => options.map(o => o.value).filter(Boolean)"
+    )
+    chosen = values[1]
+    page.select_option("select.atlas-filter", chosen)
+    wanted = sum(1 for c in data["cells"] if c["l"] == int(chosen))
+    assert page.locator(".cell.match").count() == wanted > 0
+    assert page.inner_text(".atlas-count").startswith(f"{wanted} of {len(data['cells'])} cells")
+    page.select_option("select.atlas-filter", "")
+    assert page.locator(".cell.match").count() == 0
+
+    page.focus(".cell[data-i='0']")
+    first = page.url
+    page.keyboard.press("ArrowRight")  # to the next cell, not to the next page
+    focused = page.evaluate("Number(document.activeElement.dataset.i)")
+    assert focused != 0 and page.url == first
+    cell = data["cells"][focused]
+    assert page.inner_text(".atlas-panel .cell-label") == data["labels"][cell["l"]]
+
+
+def test_atlas_page_zooms_hovers_and_filters(browser, tmp_path_factory):
+    """The activation atlas page over HTTP (desktop and phone) and from file://, on the
+    small site with a synthetic atlas entry (tests/test_atlas_page.atlas_site)."""
+    from test_atlas_page import PAGE, atlas_site
+
+    from atlas.site.serve import make_server
+
+    site, _, _ = atlas_site(tmp_path_factory)
+    httpd = make_server(site, "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    try:
+        tab = Watched(browser, base, viewport={"width": 1280, "height": 900})
+        tab.goto(PAGE)
+        tab.settle()
+        _atlas_checks(tab.page)
+        tab.page.hover(".cell[data-i='40']")
+        tab.page.wait_for_load_state("networkidle")  # the patches' photos
+        tab.shot("atlas")
+        assert tab.errors == []
+        tab.close()
+
+        phone = Watched(
+            browser,
+            base,
+            viewport={"width": 390, "height": 844},
+            is_mobile=True,
+            has_touch=True,
+            device_scale_factor=2,
+        )
+        phone.goto(PAGE)
+        overflow = phone.page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 1, f"the atlas page scrolls sideways by {overflow}px on a phone"
+        phone.page.tap(".cell[data-i='40']")
+        assert phone.page.locator(".atlas-panel .cell-label").count() == 1
+        phone.shot("atlas-phone", full_page=True)
+        assert phone.errors == []
+        phone.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: r.failure == "net::ERR_ABORTED" or failed.append(r.url))
+    page.on("pageerror", lambda e: failed.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and failed.append(m.text))
+    page.goto((site / PAGE).as_uri())
+    _atlas_checks(page)
+    assert failed == []
+    context.close()

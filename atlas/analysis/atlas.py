@@ -80,6 +80,11 @@ def layout_2d(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:
     perplexity = float(min(30.0, (len(data) - 1) / 3))
     # 500 iterations and angle 0.8 instead of 1,000 and 0.5: the default site's layouts took
     # 3.8 s instead of 33 s each, with the same trustworthiness (0.945 at 10 neighbours).
+    # One thread: in a process that has started TensorFlow, or beside other busy threads
+    # (the unit pictures), OpenMP's spinning threads made the same t-SNE take 12-22 s on
+    # 2 cores instead of 3.8 s (2 threads, idle machine) or 5.9 s (1 thread, same result).
+    from threadpoolctl import threadpool_limits
+
     tsne = TSNE(
         n_components=2,
         perplexity=perplexity,
@@ -87,9 +92,10 @@ def layout_2d(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:
         random_state=seed,
         max_iter=500,
         angle=0.8,
-        n_jobs=-1,
+        n_jobs=1,
     )
-    return normalize_layout(tsne.fit_transform(data))
+    with threadpool_limits(limits=1):
+        return normalize_layout(tsne.fit_transform(data))
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:

@@ -84,6 +84,7 @@ def make_layout(job: Job, samples, cache) -> None:
         "layout.npy": _npy(layout.astype(np.float32)),
         "directions.npy": _npy(cells.directions),
         "whitened.npy": _npy(white),
+        "mean.npy": _npy(vectors.astype(np.float64).mean(axis=0).astype(np.float32)),
         "members.npy": _npy(member_of),
     }
     cache.put(job.key, meta, files)

@@ -194,15 +194,18 @@ def _cell_fields(model: ModelConfig, layer: dict, params: object) -> dict:
     return {**fields, "cossim_pow": model.atlas.cossim_pow, "icon": ICON_PX}
 
 
-def cell_jobs(model: ModelConfig, layer: dict, params: object, directions, whitened) -> list[Job]:
-    """One job per cell of a cached layout (``directions`` and ``whitened``: its rows)."""
+def cell_jobs(
+    model: ModelConfig, layer: dict, params: object, directions, whitened, mean
+) -> list[Job]:
+    """One job per cell of a cached layout (``directions`` and ``whitened``: its rows;
+    ``mean``: the layer's mean vector, which the cell's cosine is measured from)."""
     fields = _cell_fields(model, layer, params)
     jobs = []
     for raw, white in zip(directions, whitened, strict=True):
-        digest = hashlib.sha256(white.tobytes() + raw.tobytes()).hexdigest()
+        digest = hashlib.sha256(white.tobytes() + raw.tobytes() + mean.tobytes()).hexdigest()
         seed = int(digest[:8], 16) & 0x7FFFFFFF
         key = job_key("atlas_cell", {**fields, "direction": digest, "seed": seed})
-        extra = {"direction": raw, "whitened": white, "seed": seed}
+        extra = {"direction": raw, "whitened": white, "seed": seed, "mean": mean}
         jobs.append(Job("atlas_cell", model.id, key, layer=layer["name"], extra=extra))
     return jobs
 
@@ -229,7 +232,8 @@ def known_cells(plans: dict[str, AtlasPlan], model: ModelConfig, params: object,
         try:
             directions = read_array(entry, "directions.npy")
             whitened = read_array(entry, "whitened.npy")
+            mean = read_array(entry, "mean.npy")
         except (OSError, ValueError) as error:
             log.warning("atlas layout of %s unreadable (%s): made again", plan.layer["name"], error)
             continue
-        plan.cells = cell_jobs(model, plan.layer, params, directions, whitened)
+        plan.cells = cell_jobs(model, plan.layer, params, directions, whitened, mean)

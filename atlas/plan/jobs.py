@@ -36,9 +36,9 @@ RENDERER_VERSION = {
     "negative": 2,
     "diversity": 2,
     "atlas_samples": 1,
-    "atlas_layout": 2,
+    "atlas_layout": 3,
     "atlas_labels": 1,
-    "atlas_cell": 1,
+    "atlas_cell": 2,
     "atlas": 1,
 }
 # How assets are encoded; part of every key of their kind, so changing a value here

@@ -156,6 +156,8 @@ def write_project(
     render.setdefault("unit_views", {"units": "none"})
     if render["units_per_layer"] is None:
         del render["units_per_layer"]
+    # no activation atlases unless a test asks (tests/test_atlas.py): they add seconds per build
+    sections.setdefault("atlas", {"layers": "none"})
     data = config_dict(root, folder, model_entry(model), render=render)
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from atlas.errors import AtlasError
 from atlas.plan import estimate
-from atlas.plan.atlas import CELL_PX, AtlasPlan, known_cells, read_array
+from atlas.plan.atlas import CELL_PX, AtlasPlan, cell_gflop, known_cells, read_array
 from atlas.plan.jobs import ENCODING, Job
 
 log = logging.getLogger(__name__)
@@ -130,9 +130,8 @@ def atlas_tasks(context, missing: Callable[[Sequence[Job]], list[Job]], max_step
         for start in range(0, len(cells), CELL_TASK):
             chunk = tuple(cells[start : start + CELL_TASK])
             gflop = sum(
-                estimate.picture_gflops(
-                    model_plan.facts, prefix, chunk, model_plan.params, max_steps
-                )
+                cell_gflop(model_plan.facts, prefix, job.layer, model_plan.params, max_steps)
+                for job in chunk
             )
             tasks.append(
                 Task(

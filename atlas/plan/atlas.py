@@ -237,3 +237,67 @@ def known_cells(plans: dict[str, AtlasPlan], model: ModelConfig, params: object,
             log.warning("atlas layout of %s unreadable (%s): made again", plan.layer["name"], error)
             continue
         plan.cells = cell_jobs(model, plan.layer, params, directions, whitened, mean)
+
+
+# -- costs for `atlas plan` ------------------------------------------------------------------
+
+ATLAS_PAGE_BYTES = 150_000  # an atlas page with its cells' data (default site: 149-154 KB)
+ATLAS_PICTURE_BYTES = 300_000  # the stitched 1,280-px WebP (default site: 244-338 KB)
+# Cells a layout keeps, before it exists: about one per 15 vectors, at most 62 % of the
+# grid (the default site's 3,552 vectors on a 20 x 20 grid kept 234-243 cells).
+VECTORS_PER_CELL = 15
+GRID_SHARE = 0.62
+
+
+def expected_cells(plan: AtlasPlan, settings: AtlasSettings) -> int:
+    """The cells of a layout, counted if it is cached, else estimated."""
+    if plan.cells:
+        return len(plan.cells)
+    vectors = len(plan.samples.extra["photos"]) * plan.samples.extra["per_photo"]
+    return int(min(GRID_SHARE * settings.grid**2, vectors / VECTORS_PER_CELL))
+
+
+def cell_gflop(facts: dict, prefix: dict, layer: str, params: object, max_steps=None) -> float:
+    """One cell picture's GFLOPs: a unit picture's at that layer (same steps and size)."""
+    from atlas.plan import estimate
+
+    steps = estimate.unit_steps(params, max_steps)
+    area = estimate.picture_area(params, facts["input_size"])
+    return estimate.job_gflop("unit", facts, prefix, layer=layer, steps=steps, area=area)
+
+
+def cost_rows(model_plan, max_steps: int | None = None) -> list[tuple]:
+    """``(kind, jobs, published bytes each, GFLOPs each)`` of a model's atlases for the
+    plan's table; cells not known yet (no layout) stand in as placeholder jobs."""
+    from atlas.analysis.atlas import LABEL_SAMPLES
+    from atlas.plan import estimate
+
+    facts, params = model_plan.facts, model_plan.params
+    prefix = estimate.prefix_flops(facts)
+    whole = max(prefix.values(), default=0.0)
+    plans = list(model_plan.atlas_plans.values())
+    if not plans:
+        return []
+    settings = model_plan.config.atlas
+    photos = len(plans[0].samples.extra["photos"])
+    deepest = max(prefix.get(p.layer["name"], 0.0) for p in plans)
+    cells, cell_gflops, labels_gflop = [], [], []
+    for plan in plans:
+        count = expected_cells(plan, settings)
+        cells += plan.cells or [
+            Job("atlas_cell", model_plan.config.id, f"estimate-{plan.layout.key}-{i}")
+            for i in range(count)
+        ]
+        gflop = cell_gflop(facts, prefix, plan.layer["name"], params, max_steps)
+        cell_gflops += [gflop] * count
+        labels_gflop.append(3.0 * whole * count * LABEL_SAMPLES / 1e9)
+    samples = [p.samples for p in plans]
+    labels = [p.labels for p in plans if p.labels is not None]
+    return [
+        # one pass over the photos serves every layer: charged to the first job
+        ("atlas_samples", samples, 0, [deepest * photos / 1e9] + [0.0] * (len(samples) - 1)),
+        ("atlas_layout", [p.layout for p in plans], 0, [0.0] * len(plans)),
+        ("atlas_labels", labels, 0, labels_gflop[: len(labels)] if labels else []),
+        ("atlas_cell", cells, 0, cell_gflops),
+        ("atlas", [p.atlas for p in plans], ATLAS_PICTURE_BYTES, [0.0] * len(plans)),
+    ]

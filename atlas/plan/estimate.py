@@ -57,6 +57,12 @@ NOMINAL_SECONDS_PER_JOB = {
     "faithfulness": 1.5,  # building a photo's curves' inputs (beside their forward passes)
     "load": 0.5,  # building or reading a model (plus LOAD_SECONDS_PER_PARAM)
     "pages": 0.001,  # rendering and writing one HTML page
+    # activation atlases (atlas.plan.atlas): a 3,552-vector t-SNE layout 4-6 s
+    "atlas_samples": 0.2,
+    "atlas_layout": 5.0,
+    "atlas_labels": 1.0,
+    "atlas_cell": 0.072,
+    "atlas": 0.7,
 }
 LOAD_SECONDS_PER_PARAM = 6e-8  # InceptionV3 (24 M weights): 1.9 s to build, MobileNet 0.5 s
 # Kinds timed by another kind's record: negative and diversity pictures are rendered in the

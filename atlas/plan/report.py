@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from atlas.config.views import LEAST, MOST
 from atlas.errors import AtlasError
+from atlas.plan import atlas as atlas_plan
 from atlas.plan import estimate, stages
 from atlas.plan import jobs as plan
 from atlas.plan.estimate import Row, Throughput
@@ -41,9 +42,19 @@ class _Table:
     rows: list[Row] = field(default_factory=list)
     planned: set[str] = field(default_factory=set)
 
-    def add(self, model: str, kind: str, jobs, nominal, gflop_each, once: bool = True) -> None:
+    def add(
+        self,
+        model: str,
+        kind: str,
+        jobs,
+        nominal,
+        gflop_each,
+        once: bool = True,
+        published: bool = True,
+    ) -> None:
         """A row of these jobs; with ``once``, those an earlier row has are only counted
-        as shared (a scores job is in both the localisation and faithfulness rows)."""
+        as shared (a scores job is in both the localisation and faithfulness rows); an
+        unpublished kind (an atlas' samples, say) adds nothing to the site's size."""
         own = [i for i, job in enumerate(jobs) if not once or job.key not in self.planned]
         self.planned.update(job.key for job in jobs)
         shared = len(jobs) - len(own)
@@ -55,6 +66,7 @@ class _Table:
         )
         row = estimate.make_row(model, kind, have, nominal, missing_gflop, self.throughput)
         row.shared = shared
+        row.site_bytes = row.site_bytes if published else 0.0
         if self.force:  # everything is rendered again; sizes still come from the cache
             row.cached = 0
             row.seconds, row.measured = self.throughput.seconds(
@@ -92,7 +104,9 @@ def rows(
         len(models),
         sum(len(m.images) * len(m.layers) for m in models),
     )
-    pages = _page_count(units, layers, detailed, len(models))
+    atlases = sum(len(m.atlas_plans) for m in models)
+    html += atlases * atlas_plan.ATLAS_PAGE_BYTES
+    pages = _page_count(units, layers, detailed, len(models)) + atlases
     todo = any(row.jobs - row.cached > 0 for row in table.rows) or force
     seconds, measured = throughput.seconds("pages", 0.0, pages)
     table.rows.append(Row(SITE, "html", pages, 0 if todo else pages, 0.0, seconds, measured, html))
@@ -131,6 +145,9 @@ def _model_rows(table: _Table, model_plan, max_steps: int | None) -> None:
                 estimate.picture_gflops(facts, prefix, jobs, params, max_steps),
             )
     _score_rows(table, model_plan, prefix)
+    for kind, jobs, each, gflops in atlas_plan.cost_rows(model_plan, max_steps):
+        if jobs:
+            table.add(model_id, kind, jobs, [each] * len(jobs), gflops, published=bool(each))
     grids = list(model_plan.grids.values())
     table.add(
         model_id,

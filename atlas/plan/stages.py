@@ -23,6 +23,11 @@ STAGES = {
     "load": ("model loads", "the number of models"),
     "photo": ("photos", "the photos in dataset.images"),
     "html": ("pages", "render.units_per_layer or dataset.detailed"),
+    "atlas_samples": ("atlas samples", "atlas.layers or atlas.samples"),
+    "atlas_layout": ("atlas layouts", "atlas.samples or atlas.layers"),
+    "atlas_labels": ("atlas labels", "atlas.layers or atlas.grid"),
+    "atlas_cell": ("atlas cells", "atlas.grid, atlas.min_count or atlas.layers"),
+    "atlas": ("atlas pictures", "atlas.layers"),
 }
 
 

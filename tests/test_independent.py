@@ -391,6 +391,8 @@ def site_config(folder: Path) -> dict:
             "detailed": list(DETAILED),
         },
         "render": {"units_per_layer": UNITS_PER_LAYER, "faithfulness_photos": 1},
+        # an atlas of each layer: 8 photos x 32 positions, on a grid they fill
+        "atlas": {"grid": 6, "min_count": 6},
         "models": [
             {
                 "id": "mobilenet",
@@ -693,3 +695,80 @@ def test_activation_ratio_is_the_pictures_mean_over_the_best_photos(site, nets):
                     f"{own / best:.3f} (its mean {own:.4f} over the best photo's {best:.4f})"
                 )
     assert not wrong, "\n".join(wrong)
+
+
+# --- activation atlases ---------------------------------------------------------------------
+
+
+def atlas_data(site, model_id: str, layer: str) -> tuple[dict, str]:
+    """The cells embedded in a model's atlas page of a layer (the page linked from the
+    layer's page), and the atlas picture's file name."""
+    page = layer_page(site, model_id, layer)
+    link = page.root.find("a", "atlas-link").attrs["href"]
+    text = page.target(link).read_text(encoding="utf-8")
+    found = re.search(r'<script type="application/json" id="atlas-data">(.*?)</script>', text, re.S)
+    assert found, f"no cell data on the atlas page of {layer}"
+    picture = re.search(r'<img src="([^"]+\.webp)"', text)
+    return json.loads(found[1]), picture[1] if picture else ""
+
+
+def cache_entries(cache: Path, key: str) -> list[tuple[Path, dict]]:
+    """The cache's entries whose meta has ``key``: (folder, meta)."""
+    found = []
+    for meta in cache.glob("*/*/meta.json"):
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        if key in data:
+            found.append((meta.parent, data))
+    return found
+
+
+def test_atlas_labels_are_the_classes_plain_keras_attributes_them_to(site, nets):
+    """The fine-tuned model's atlas of conv_pw_7: each cell's breed and share on the page
+    are the mean over the cell's vectors of activation x gradient of each breed's logit
+    at the vector's position (a tape per breed, here), the argmax and its share of the
+    positive means. The vectors are those the build's layout chose (read from its cache)."""
+    data, picture = atlas_data(site, "mobilenet-pets", "conv_pw_7")
+    assert data["cells"], "no cells"
+    cache = Path(site.config["cache"])
+    cells = [(c["r"], c["c"], c["n"]) for c in data["cells"]]
+    (layout,) = [
+        (folder, meta)
+        for folder, meta in cache_entries(cache, "label_members")
+        if [(c["row"], c["col"], c["count"]) for c in meta["cells"]] == cells
+    ]
+    (samples,) = [
+        folder
+        for folder, _ in cache_entries(cache, "photos")
+        if folder.name == layout[1]["samples_key"]
+    ]
+    where = np.load(samples / "where.npy")
+    names = json.loads((samples / "meta.json").read_text())["photos"]
+    net = nets["mobilenet-pets"]
+    layer = LAYERS.index("conv_pw_7")
+    jacobians = {}
+    for photo in sorted(
+        {int(where[i, 0]) for chosen in layout[1]["label_members"] for i in chosen}
+    ):
+        batch = tf.constant(
+            net.preprocess(model_input(site.images, names[photo])[None].astype(np.float32))
+        )
+        with tf.GradientTape() as tape:
+            tape.watch(batch)  # the frozen backbone's weights are not watched by themselves
+            *features, logits = net.probe(batch, training=False)
+            scores = logits[0]
+        feature = features[layer]
+        jacobians[photo] = (feature[0].numpy(), tape.jacobian(scores, feature)[:, 0].numpy())
+    for cell, chosen in zip(data["cells"], layout[1]["label_members"], strict=True):
+        values = np.mean(
+            [
+                np.einsum("c,kc->k", jacobians[p][0][y, x], jacobians[p][1][:, y, x])
+                for p, y, x in where[chosen]
+            ],
+            axis=0,
+        )
+        assert data["labels"][cell["l"]] == net.labels[int(np.argmax(values))]
+        positive = np.maximum(values, 0.0)
+        assert cell["s"] == pytest.approx(positive.max() / positive.sum(), abs=5e-4)
+    # the ImageNet model's atlas of the same frozen layer is the same picture
+    _, imagenet_picture = atlas_data(site, "mobilenet", "conv_pw_7")
+    assert picture and Path(picture).name == Path(imagenet_picture).name

@@ -68,6 +68,8 @@ def make_layout(job: Job, samples, cache) -> None:
         member_of[members] = index
     picked = analysis.pick_members(cells, vectors, analysis.LABEL_SAMPLES)
     meta = {
+        "layer": job.layer,  # as the model that planned it first names it
+        "samples_key": job.extra["samples"],
         "grid": settings.grid,
         "samples": len(vectors),
         "layout": settings.layout,

@@ -101,3 +101,93 @@ def test_the_unit_page_says_when_its_picture_loses_to_a_photo(small_config):
             photos = {p.stem for p in (config.parent / "images").glob("*.jpg")}
             assert link.group(2) in photos and f"ratio {shown}" in line.group(1)
     assert said  # one step from noise: some picture loses
+
+
+def liveness_model() -> keras.Model:
+    """conv -> BatchNorm -> ReLU, three units: 0 is constant (BN scale 0, shift 0.5), 1 sums
+    its 3x3 window less 2 (no gradient from a faint start, whose sums stay within +-0.8;
+    fires from a bold one), 2 is an ordinary unit."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(3, 3, padding="same", name="conv")
+    norm = keras.layers.BatchNormalization(name="bn")
+    model = keras.Model(inputs, keras.layers.ReLU(name="relu")(norm(conv(inputs))))
+    kernel, bias = conv.get_weights()
+    kernel[..., 1], bias[:] = 1.0, [0.0, -2.0, 0.1]
+    conv.set_weights([kernel, bias])
+    gamma, beta, mean, variance = norm.get_weights()
+    gamma[0], beta[0] = 0.0, 0.5
+    norm.set_weights([gamma, beta, np.zeros_like(mean), np.ones_like(variance)])
+    return model
+
+
+def render_jobs(renderer, units: list[int], cache) -> list:
+    from atlas.plan.jobs import Job
+    from atlas.render.pictures import render_pictures
+
+    jobs = [Job("unit", "m", f"{u + 1:064x}", "relu", u, extra={"seed": 40 + u}) for u in units]
+    render_pictures(renderer, [(0, job) for job in jobs], cache, lambda n, kind: None)
+    return [cache.get(job.key) for job in jobs]
+
+
+@pytest.mark.parametrize("method", ["lucid", "classic"])
+def test_a_constant_unit_is_constant_and_a_closed_one_moves_on_the_retry(method, tmp_path):
+    from test_filters import METHODS, scale_pixels
+
+    from atlas.analysis import liveness
+    from atlas.cache import open_cache
+    from atlas.render.filters import UnitRenderer
+
+    model = liveness_model()
+    renderer = UnitRenderer(model, METHODS[method], scale_pixels)
+    first = [r for batch in renderer.render([0, 1, 2], [40, 41, 42]) for r in batch]
+    assert [r.dead for r in first] == [True, True, False]  # what one try gives
+    constant, closed, plain = render_jobs(renderer, [0, 1, 2], open_cache(tmp_path))
+    photos = np.random.default_rng(0).uniform(0, 255, (6, 16, 16, 3)).astype(np.float32)
+    means = np.asarray(model(scale_pixels(photos))).mean(axis=(1, 2))
+    assert not constant.meta["moved"] and constant.meta["start_values"] == [0.5, 0.5]
+    assert liveness.unit_state(constant.meta, means[:, 0]) == liveness.CONSTANT
+    assert closed.meta["moved"] and closed.meta["try"] == 2 and not closed.meta["dead"]
+    assert closed.meta["own_activation"] > 0
+    assert liveness.unit_state(closed.meta, means[:, 1]) == liveness.RETRIED
+    assert plain.meta["try"] == 1 and "start_values" not in plain.meta
+    assert liveness.unit_state(plain.meta, means[:, 2]) == liveness.MOVED
+
+
+def test_a_unit_that_moves_keeps_its_picture_byte_for_byte(tmp_path):
+    """The retry path runs (units 0 and 1 are retried), yet unit 2's entry is what one try
+    of the same batch gives: the same bytes, the same numbers."""
+    from test_filters import SMALL_LUCID, scale_pixels
+
+    from atlas.cache import open_cache
+    from atlas.data.images import encode_webp
+    from atlas.plan.jobs import ENCODING
+    from atlas.render.filters import UnitRenderer
+
+    renderer = UnitRenderer(liveness_model(), SMALL_LUCID, scale_pixels)
+    once = [r for batch in renderer.render([0, 1, 2], [40, 41, 42]) for r in batch][2]
+    entry = render_jobs(renderer, [0, 1, 2], open_cache(tmp_path))[2]
+    expected = encode_webp(once.picture, quality=ENCODING["unit"]["quality"])
+    assert entry.read("unit.webp") == expected
+    assert entry.meta["objective"] == round(once.objective, 6) and entry.meta["moved"]
+
+
+@pytest.mark.parametrize(
+    ("meta", "photos", "state"),
+    [
+        ({"moved": True, "try": 1}, [], "moved"),
+        ({"moved": True, "try": 2, "start_values": [0.0, 0.0]}, [0.0, 1.0], "retried"),
+        ({"moved": False, "start_values": [0.5, 0.5]}, [0.5, 0.5000001], "constant"),
+        ({"moved": False, "start_values": [0.0, 0.0]}, [0.0, 0.3], "stuck"),  # photos fire it
+        ({"moved": False, "start_values": [0.5, 0.7]}, [], "stuck"),  # the starts differ
+        ({"dead": True, "objective": 0.2}, [], "stuck"),  # one value proves nothing
+        ({"dead": False}, [], "moved"),  # an entry from before the retry
+    ],
+)
+def test_unit_states(meta, photos, state):
+    from atlas.analysis import liveness
+
+    assert liveness.unit_state(meta, photos) == state
+    words = liveness.state_words(state, len(photos))
+    assert (words == "") == (state == "moved")
+    assert ("on all" in words) == (state == "constant" and bool(photos))

@@ -82,7 +82,9 @@ class UnitResult:
         objective: the unit's final spatial-mean activation on what was optimised.
         steps: gradient steps taken.
         seconds: wall time of the batch divided by its size.
-        dead: the gradient was exactly zero at every step (e.g. a ReLU that never fires).
+        dead: the gradient was exactly zero at every step from this start: a unit that is
+            constant, or one this start left with no gradient (a ReLU before it closed
+            everywhere); :mod:`atlas.render.pictures` retries the latter.
         own_activation: the unit's spatial-mean activation on ``picture`` at the model's
             input size (the build divides it by the unit's best dataset activation).
     """
@@ -191,6 +193,7 @@ class UnitRenderer:
         batch_size: int | None = None,
         max_steps: int | None = None,
         directions: Sequence[np.ndarray] | None = None,
+        bold_start: bool = False,
     ) -> Iterator[list[UnitResult]]:
         """Render filter visualizations, yielding each finished batch.
 
@@ -208,6 +211,8 @@ class UnitRenderer:
                 picture ascends :func:`atlas.render.objectives.direction_scores` (an
                 activation atlas cell; ``units`` are then ignored and ``own_activation``
                 is 0) instead of its unit's mean.
+            bold_start: start every picture :data:`atlas.render.ascent.BOLD_START` times
+                as far from grey (the retry of a unit that did not move).
 
         Yields:
             one list of :class:`UnitResult` per batch, in the order of ``units``.
@@ -236,7 +241,7 @@ class UnitRenderer:
         batch_size = batch_size or auto_batch_size(self.model, self.model_size or self.picture_size)
         log.debug("rendering %d units, %r, batch %d", count, self.params, batch_size)
         for start, end in group_batches(batch.groups, batch.layers, batch_size):
-            yield self._batch(batch.part(start, end), batch_size, count, max_steps)
+            yield self._batch(batch.part(start, end), batch_size, count, max_steps, bold_start)
 
     def _check_range(self, batch: Batch) -> None:
         bad = [
@@ -253,7 +258,7 @@ class UnitRenderer:
             )
 
     def _batch(
-        self, batch: Batch, batch_size: int, total: int, max_steps: int | None
+        self, batch: Batch, batch_size: int, total: int, max_steps: int | None, bold: bool
     ) -> list[UnitResult]:
         began = time.perf_counter()
         count = len(batch)
@@ -263,7 +268,7 @@ class UnitRenderer:
             # diversity group, so it changes no picture; it is dropped below.
             batch = batch.padded(batch_size)
         self._batch_sizes.add(len(batch))
-        pixels, objective, taken, alive = ascent.ascend(self.ascent, batch, max_steps)
+        pixels, objective, taken, alive = ascent.ascend(self.ascent, batch, max_steps, bold)
         pictures = self.ascent.picture(pixels)
         if self.grey:  # a grey model sees the picture's luma: show that
             luma = np.rint(pictures.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))

@@ -1,0 +1,68 @@
+"""Why a unit's picture did not move: a constant unit, or one the optimiser could not move.
+
+A channel picture whose gradient was zero at every step is retried from another seed and a
+bold start (:mod:`atlas.render.pictures`). A unit that moved on neither try is *constant*
+when its mean activation is the same, to float tolerance, on both starts and on every
+photo the build measured: decided empirically, not from the weights, and the pages say so.
+Otherwise it *did not move*: the photos show it can change, the optimiser found no way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+MOVED, RETRIED, CONSTANT, STUCK = "moved", "retried", "constant", "stuck"
+# Relative tolerance of "the same mean": a constant unit's means differ by float noise only
+# (float32: ~1e-7 of their size).
+TOLERANCE = 1e-5
+
+
+def is_constant(values: Sequence[float]) -> bool:
+    """Whether these means are one value to :data:`TOLERANCE` (at least two of them)."""
+    found = np.asarray([v for v in values if v is not None], np.float64)
+    if len(found) < 2:
+        return False
+    return float(np.ptp(found)) <= TOLERANCE * max(1.0, float(np.abs(found).max()))
+
+
+def unit_state(meta: dict, photo_means: Sequence[float] = ()) -> str:
+    """A channel picture's outcome from its cache meta and the unit's mean on each photo.
+
+    Returns:
+        :data:`MOVED` (the first try moved), :data:`RETRIED` (the retry moved),
+        :data:`CONSTANT` (neither moved, and every start and photo gives one mean) or
+        :data:`STUCK` (neither moved, but the unit is not constant).
+    """
+    if meta.get("moved", not meta.get("dead", False)):
+        return RETRIED if meta.get("try", 1) > 1 else MOVED
+    starts = meta.get("start_values") or [meta.get("objective")]
+    return CONSTANT if is_constant([*starts, *photo_means]) else STUCK
+
+
+def state_words(state: str, photos: int) -> str:
+    """The unit page's sentence for a state, empty for a unit that moved at once."""
+    seen = f"both random starts and on all {photos} photos" if photos else "both random starts"
+    return {
+        MOVED: "",
+        RETRIED: "The first start gave no gradient; this picture is the retry's (another "
+        "seed, a bolder start).",
+        CONSTANT: f"Constant: its mean activation is the same on {seen}, so no picture can "
+        "change it (measured, not proven from the weights).",
+        STUCK: "Did not move after a retry: the gradient was zero from both starts, yet "
+        "the photos show the unit does change. The picture is its start.",
+    }[state]
+
+
+def photo_means(image_entries: Iterable, layer: int) -> np.ndarray:
+    """``(photos, units)``: each unit's spatial mean at layer ``layer`` on each photo (the
+    ``channel_mean`` of the image entries that are not None); ``(0, 0)`` without photos."""
+    rows = [entry.meta["channel_mean"][layer] for entry in image_entries if entry is not None]
+    return np.asarray(rows, np.float64) if rows else np.zeros((0, 0))
+
+
+def state_counts(states: Iterable[str]) -> dict[str, int]:
+    """A layer's counts of units that are constant, stuck or moved on the retry."""
+    states = list(states)
+    return {name: states.count(name) for name in (CONSTANT, STUCK, RETRIED)}

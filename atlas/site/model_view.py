@@ -8,6 +8,7 @@ import logging
 
 import numpy as np
 
+from atlas.analysis import liveness
 from atlas.analysis.metrics import Prediction, is_breed_correct, pets_metrics
 from atlas.data.oxford import breed_title
 from atlas.plan.select import evaluation_images
@@ -57,13 +58,17 @@ def _unit_view(
     image_paths: dict,
     photos: dict,
     extras: UnitExtras,
+    means: np.ndarray,
 ) -> UnitView:
     meta = entry.meta if entry else {}
+    unit_means = means[:, job.unit] if job.unit < means.shape[1] else ()
+    state = liveness.unit_state(meta, unit_means) if entry else liveness.MOVED
+    dead = state in (liveness.CONSTANT, liveness.STUCK)
     most, least = split_exemplars(_exemplars(exemplars, job.unit, assets, image_paths, photos))
     own = meta.get("own_activation")
     ratio, beaten_by = None, None
     values, names = peak
-    if own is not None and job.unit < len(values) and values[job.unit] > 0 and not meta.get("dead"):
+    if own is not None and job.unit < len(values) and values[job.unit] > 0 and not dead:
         ratio = own / values[job.unit]
         if ratio < 1:  # the page says so: the picture is not what excites the unit most
             name = names[job.unit]
@@ -73,7 +78,9 @@ def _unit_view(
         path=path,
         picture=assets.publish(entry, "unit.webp"),
         objective=meta.get("objective"),
-        dead=bool(meta.get("dead")),
+        dead=dead,
+        state=state,
+        state_words=liveness.state_words(state, len(means)),
         ratio=ratio,
         beaten_by=beaten_by,
         steps=int(meta.get("steps", 0)),
@@ -108,6 +115,7 @@ def _layer_views(
         extras = layer_extras(
             model_plan, name, cache, assets, unit_path, image_entries, breeds, index
         )
+        means = liveness.photo_means(image_entries.values(), index)
         units = [
             _unit_view(
                 job,
@@ -119,6 +127,7 @@ def _layer_views(
                 image_paths,
                 photos,
                 extras[job.unit],
+                means,
             )
             for job in model_plan.units[name]
         ]
@@ -135,6 +144,7 @@ def _layer_views(
                 all=assets.publish(grid, "all.webp"),
                 seconds=sum(u.seconds for u in units),
                 dead=sum(u.dead for u in units),
+                **liveness.state_counts(u.state for u in units),
                 median_ratio=median([u.ratio for u in units if u.ratio is not None]),
                 index=index,
             )

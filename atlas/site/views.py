@@ -27,6 +27,10 @@ class UnitView:
     exemplars: tuple[dict, ...] = ()  # the most exciting photos, most first
     extras: UnitExtras = UnitExtras()  # negative, diversity, least exciting, breeds
     beaten_by: dict | None = None  # ratio below 1: the photo that excites the unit more
+    # atlas.analysis.liveness: moved, retried (moved on the retry), constant or stuck (did
+    # not move after a retry; ``dead`` is either of the last two), and the page's sentence
+    state: str = "moved"
+    state_words: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,13 +101,16 @@ class LayerView:
     best_size: tuple[int, int]
     all: str | None
     seconds: float
-    dead: int
+    dead: int  # units that never moved: constant + stuck
     median_ratio: float | None
     index: int
     # other configured models' layers with the same units (same address) or the same name
     # but other units (a fine-tune changed them): [{"model", "title", "path", "same"}]
     twins: list[dict] = field(default_factory=list)
     atlas_path: str | None = None  # its activation atlas page; None: no atlas rendered
+    constant: int = 0  # units constant on every start and photo
+    stuck: int = 0  # units that did not move after a retry, yet are not constant
+    retried: int = 0  # units whose picture is the retry's
 
     @property
     def read_at(self) -> str:

@@ -158,7 +158,7 @@ def test_atlas_page_embeds_the_entrys_cells(site):
     ]
     # one hit box per cell, its label in words
     assert html.count('class="cell"') == len(meta["cells"])
-    assert "Carter et al., Distill 2019" in unescape(html)
+    assert "distill.pub/2019/activation-atlas" in unescape(html)
 
 
 def test_patches_link_to_existing_image_pages(site):

@@ -36,25 +36,30 @@ def cluster():
         yield local
 
 
+# activation atlases through the cluster too: 4 photos x 32 positions on a 4 x 4 grid
+ATLAS = {"grid": 4, "min_count": 3}
+
+
 @pytest.fixture(scope="module")
 def local_site(tmp_path_factory, project_factory):
-    config = project_factory(tmp_path_factory.mktemp("local"), images=4)
+    config = project_factory(tmp_path_factory.mktemp("local"), images=4, atlas=ATLAS)
     return files_of(build(config, BuildOptions(progress=False, max_steps=2)).output)
 
 
 def test_a_local_cluster_build_equals_a_local_build(cluster, local_site, project_factory, tmp_path):
-    config = project_factory(tmp_path / "dask", images=4)
+    config = project_factory(tmp_path / "dask", images=4, atlas=ATLAS)
     report = build(
         config, BuildOptions(progress=False, max_steps=2, scheduler=cluster.scheduler_address)
     )
     assert report.rendered.get("unit") == 6 and report.rendered.get("exemplars") == 3
+    assert report.rendered.get("atlas_cell", 0) > 0 and report.rendered.get("atlas") == 2
     assert without_ledger(files_of(report.output)) == without_ledger(local_site)
 
 
 def test_a_worker_killed_mid_task_is_survived(cluster, local_site, project_factory, tmp_path):
     from distributed import Client
 
-    config = project_factory(tmp_path / "killed", images=4)
+    config = project_factory(tmp_path / "killed", images=4, atlas=ATLAS)
     killed = []
 
     def kill_a_busy_worker() -> None:

@@ -34,6 +34,7 @@ PAGES = {
     "image-layers": "models/mobilenet/images/pug_112.html#conv_pw_11",
     "predictions": "models/mobilenet/predictions.html",
     "accuracy": "models/mobilenet/accuracy.html",
+    "atlas": "models/mobilenet-pets/atlas/mobilenet_backbone_conv_pw_7-50b3352e.html",
 }
 
 

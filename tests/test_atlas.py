@@ -392,3 +392,22 @@ def test_a_feature_extractor_labels_cells_with_its_photos_classes(tmp_path):
     assert labels and labels <= {"cat", "dog", "fox"}
     for cell in meta["cells"]:
         assert 0 < cell["share"] <= 1
+
+
+@pytest.mark.slow
+def test_a_rebuild_with_atlases_renders_nothing_and_skips_tensorflow(tmp_path):
+    """Every atlas key but the cells' is planned without the model, and the cells' from
+    the cached layouts: a second build of the same inputs is a no-op without TensorFlow."""
+    from own_models import feature_extractor
+    from test_build import build_in_subprocess
+
+    config = write_folders_project(tmp_path, feature_extractor(), None)
+    first = build_in_subprocess(config, max_steps=4)
+    assert first["rendered"].get("atlas") == 1 and first["rendered"].get("atlas_cell", 0) > 0
+    again = build_in_subprocess(config, max_steps=4)
+    assert {k: v for k, v in again["rendered"].items() if v} == {}
+    assert (
+        again["reused"]["atlas"] == 1
+        and again["reused"]["atlas_cell"] == first["rendered"]["atlas_cell"]
+    )
+    assert again["tensorflow"] is False and again["keras"] is False

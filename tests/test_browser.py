@@ -287,6 +287,10 @@ def test_search_box_finds_a_unit_a_photo_and_a_breed_from_file_urls(browser, tmp
     page.fill("input.site-search", "pug_112")
     assert page.get_attribute(first, "href") == "models/mobilenet/images/pug_112.html"
 
+    # a layer's activation atlas
+    page.fill("input.site-search", "conv_pw_1 atlas")
+    assert page.get_attribute(first, "href") == "models/mobilenet/atlas/conv_pw_1.html"
+
     # a breed: its photos and the units whose strongest photos show it
     page.fill("input.site-search", "Pug")
     links = page.locator("ol.search-results a").evaluate_all("els => els.map(e => e.href)")

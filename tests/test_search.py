@@ -44,6 +44,7 @@ def _fake_model() -> NS:
         has_classes=True,
         space=NS(labels=("pug", "tabby</script>")),
         metrics=NS(top1=None),  # it has labelled photos, so an accuracy page
+        atlases=[NS(layer="conv1", path="models/m/atlas/conv1.html")],
     )
 
 
@@ -60,6 +61,7 @@ def test_index_lists_units_by_layer_with_their_photos_breeds():
     assert photos["pug_1"] == ("Pug", [[0, "models/m/images/pug_1.html"]])
     assert photos["pug_2"] == ("Pug", [[0, None]])  # no page: the predictions table has it
     assert index["classes"] == [[0, ["pug", "tabby</script>"]]]
+    assert index["atlases"] == [[0, "conv1", "models/m/atlas/conv1.html"]]
     script = index_script([_fake_model()])
     assert "<" not in script
     assert json.loads(script[len("window.ATLAS_SEARCH=") : -2]) == index  # same strings
@@ -97,6 +99,9 @@ def test_small_site_index_points_at_real_pages(tmp_path_factory):
             assert path is None or (site / path).is_file(), path
     detailed = {p[0] for p in index["photos"] if p[2][0][1]}
     assert detailed == {p.stem for p in site.glob("models/mobilenet/images/*.html")}
+    # the small site's activation atlases (conv1, conv_pw_1): one entry per atlas page
+    atlases = sorted(site.glob("models/mobilenet/atlas/*.html"))
+    assert atlases and sorted(site / path for _, _, path in index["atlases"]) == atlases
 
 
 def _map_sources(html: str, figure: str) -> list[str]:

@@ -51,7 +51,8 @@ def build_index(models: list) -> dict:
     breeds for the pets); ``layers`` [[model, name, path, [[unit, label...]...]]] (a unit's
     page is ``units/<n>.html`` beside its layer's page); ``photos`` [[name, label, [[model,
     path or None]...]]] (None: the model's ``predictions.html``; label "" when unlabelled);
-    ``classes`` [[model, [label...]]] (found on the model's ``accuracy.html``). Numbers in
+    ``classes`` [[model, [label...]]] (found on the model's ``accuracy.html``);
+    ``atlases`` [[model, layer, path]] (activation atlas pages). Numbers in
     lists are indexes into ``models`` and ``labels``.
     """
     photo_breeds = _photo_breeds(models)
@@ -60,7 +61,7 @@ def build_index(models: list) -> dict:
     def breed_number(title: str) -> int:
         return breeds.setdefault(title, len(breeds))
 
-    layers, photos, classes = [], {}, []
+    layers, photos, classes, atlases = [], {}, [], []
     for number, model in enumerate(models):
         for layer in model.layers:
             units = [
@@ -68,6 +69,7 @@ def build_index(models: list) -> dict:
                 for unit in layer.units
             ]
             layers.append([number, layer.name, layer.path, units])
+        atlases += [[number, atlas.layer, atlas.path] for atlas in model.atlases]
         for image in model.images:
             entry = photos.setdefault(
                 image.name, [image.name, breed_number(image.breed_title or ""), []]
@@ -82,6 +84,7 @@ def build_index(models: list) -> dict:
         "layers": layers,
         "photos": list(photos.values()),
         "classes": classes,
+        "atlases": atlases,
     }
 
 

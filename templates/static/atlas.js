@@ -102,7 +102,7 @@
   var searchBox = document.querySelector("input.site-search");
   var searchList = document.querySelector("ol.search-results");
   var searchEntries = null;
-  var KINDS = ["layer", "class", "photo", "unit"];
+  var KINDS = ["layer", "atlas", "class", "photo", "unit"];
   function searchIndex(data) {
     var entries = [];
     function add(kind, label, text, path) {
@@ -119,6 +119,11 @@
             model[0] + " " + layer[1] + " unit " + unit[0] + " " + breeds.join(" "),
             folder + unit[0] + ".html");
       });
+    });
+    (data.atlases || []).forEach(function (atlas) {
+      var model = data.models[atlas[0]];
+      add("atlas", model[1] + " · " + atlas[1] + " activation atlas",
+          model[0] + " " + model[1] + " " + atlas[1] + " activation atlas", atlas[2]);
     });
     data.photos.forEach(function (photo) {
       var breed = data.labels[photo[1]];

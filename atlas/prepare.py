@@ -176,6 +176,7 @@ def _plan_model(
             model, layer["name"], [job.key for job in result.units[layer["name"]]]
         )
         result.views[layer["name"]] = _view_jobs(model, layer, count, result.params)
+    checks.report(checks.atlas_patterns(f"models[{index}]", model, layer_names), config.path)
     result.atlas_plans = atlas_plan.plan_atlases(
         model, identity, chosen, context.scan.images, size, result.params, space is not None
     )

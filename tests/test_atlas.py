@@ -411,3 +411,17 @@ def test_a_rebuild_with_atlases_renders_nothing_and_skips_tensorflow(tmp_path):
         and again["reused"]["atlas_cell"] == first["rendered"]["atlas_cell"]
     )
     assert again["tensorflow"] is False and again["keras"] is False
+
+
+def test_an_atlas_pattern_that_matches_no_layer_is_a_warning_naming_it(small_config, caplog):
+    from atlas.cache import open_cache
+    from atlas.config.load import load_config
+    from atlas.plan.context import StageTimer
+    from atlas.prepare import BuildOptions, prepare
+
+    config = load_config(small_config(atlas={"layers": ["conv", "no_such_layer"]}))
+    with caplog.at_level("WARNING"):
+        context, _ = prepare(config, open_cache(config.cache), BuildOptions(), StageTimer())
+    assert list(context.models[0].atlas_plans) == ["conv"]
+    (line,) = [r.getMessage() for r in caplog.records if "no_such_layer" in r.getMessage()]
+    assert "models[0].atlas.layers[1]" in line and "matches none of the layers of tiny" in line

@@ -297,6 +297,22 @@ def layer_patterns(key: str, model: ModelConfig, conv_names: Sequence[str]) -> l
     return findings
 
 
+def atlas_patterns(key: str, model: ModelConfig, selected: Sequence[str]) -> list[Finding]:
+    """``atlas.layers`` entries that match none of the model's selected conv layers: a
+    warning (the block may be the top-level one, meant for another model)."""
+    patterns = model.atlas.layers or ()
+    return [
+        Finding(
+            f"{key}.atlas.layers[{index}]",
+            f"{patterns[index]!r} matches none of the layers of {model.id} that atlas "
+            "renders, so it gets no activation atlas there; "
+            + ("its layers are: " + ", ".join(selected[:12]) if selected else "it has none"),
+            warning=True,
+        )
+        for index in unmatched_patterns(selected, patterns)
+    ]
+
+
 def before_render(
     config: Config, scan: DatasetScan, breeds: BreedMap, detailed: Sequence[DatasetImage]
 ) -> list[Finding]:

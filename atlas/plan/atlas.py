@@ -244,7 +244,7 @@ def known_cells(plans: dict[str, AtlasPlan], model: ModelConfig, params: object,
 ATLAS_PAGE_BYTES = 150_000  # an atlas page with its cells' data (default site: 149-154 KB)
 ATLAS_PICTURE_BYTES = 300_000  # the stitched 1,280-px WebP (default site: 244-338 KB)
 # Cells a layout keeps, before it exists: about one per 15 vectors, at most 62 % of the
-# grid (the default site's 3,552 vectors on a 20 x 20 grid kept 234-243 cells).
+# grid (the default site's 3,552 vectors on a 20 x 20 grid kept 227-234 cells).
 VECTORS_PER_CELL = 15
 GRID_SHARE = 0.62
 

@@ -52,6 +52,9 @@ def prepare(
     config: Config, cache: Cache, options: BuildOptions, timer: StageTimer
 ) -> tuple[BuildContext, LoadedModels]:
     """Scan the dataset and plan every model's jobs (model facts rendered if missing)."""
+    from atlas.render.backend import choose, renderer
+
+    backend = choose(config.backend)  # before anything loads Keras; children inherit it
     with timer.stage("scan"):
         scan = _scan(config, cache)
         class_index = load_class_index(config.dataset.class_index)
@@ -73,6 +76,7 @@ def prepare(
         models=[],
         cache=cache,
         timer=timer,
+        backend=renderer(backend),
     )
     with timer.stage("plan"):
         for model in config.models:

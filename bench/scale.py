@@ -9,13 +9,19 @@ against the peak a plain conv microbenchmark reaches on the same device (CPU or 
 GPU TensorFlow sees). The FLOPs counted are 2 x forward per step (the forward pass and the
 gradient with respect to the picture; no weight gradients).
 
-    python bench/scale.py [--steps 6] [--units 4] [--precision float32|mixed_bfloat16]
+    python bench/scale.py [--backend tensorflow|jax] [--steps 6] [--units 4]
+        [--precision float32,mixed_bfloat16] [--only VGG16,MobileNet]
+
+Also per architecture: photos/s of activations + the four CAMs at the two layers, and
+the device's matrix-product peaks in float32 and bfloat16 (what mixed_bfloat16 can reach).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+
+import numpy as np
 
 ARCHITECTURES = [
     ("VGG16", {}),
@@ -30,23 +36,42 @@ ARCHITECTURES = [
     ("ResNet50", {}),
 ]
 SIZE = 128
+RNG = np.random.default_rng(0)
 
 
-def conv_peak(tf, dtype: str = "float32", repeats: int = 5) -> float:
-    """Best TFLOP/s of a 3x3, 256 -> 256 channel conv on 16 x 56 x 56 images (59 GFLOP a
-    call: large enough to keep every core's vector units busy; a 128-channel batch of 8
-    measured less than VGG16's own convolutions reach)."""
-    images = tf.random.uniform((16, 56, 56, 256), dtype=dtype)
-    kernel = tf.random.uniform((3, 3, 256, 256), dtype=dtype)
-    conv = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))
-    flops = 2 * 16 * 56 * 56 * 256 * 256 * 9
-    conv(images, kernel).numpy()  # trace
+def _timed(fn, *args, repeats: int = 5) -> float:
+    """Best seconds of ``fn(*args)`` (compiled once first), the result on the host."""
+    from atlas.render.engine import ops
+
+    ops.convert_to_numpy(fn(*args))
     best = float("inf")
     for _ in range(repeats):
         began = time.perf_counter()
-        conv(images, kernel).numpy()
+        ops.convert_to_numpy(fn(*args))
         best = min(best, time.perf_counter() - began)
-    return flops / best / 1e12
+    return best
+
+
+def conv_peak(dtype: str = "float32") -> float:
+    """Best TFLOP/s of a 3x3, 256 -> 256 channel conv on 16 x 56 x 56 images (59 GFLOP a
+    call: large enough to keep every core's vector units busy; a 128-channel batch of 8
+    measured less than VGG16's own convolutions reach)."""
+    from atlas.render.engine import B, ops
+
+    images = ops.cast(ops.convert_to_tensor(RNG.random((16, 56, 56, 256))), dtype)
+    kernel = ops.cast(ops.convert_to_tensor(RNG.random((3, 3, 256, 256))), dtype)
+    conv = B.compile(lambda x, k: ops.sum(ops.cast(ops.conv(x, k, 1, "same"), "float32")))
+    return 2 * 16 * 56 * 56 * 256 * 256 * 9 / _timed(conv, images, kernel) / 1e12
+
+
+def matmul_peak(dtype: str, side: int = 4096) -> float:
+    """Best TFLOP/s of one ``side`` x ``side`` matrix product in ``dtype``."""
+    from atlas.render.engine import B, ops
+
+    a = ops.cast(ops.convert_to_tensor(RNG.random((side, side))), dtype)
+    b = ops.cast(ops.convert_to_tensor(RNG.random((side, side))), dtype)
+    product = B.compile(lambda x, y: ops.sum(ops.cast(ops.matmul(x, y), "float32")))
+    return 2 * side**3 / _timed(product, a, b) / 1e12
 
 
 # atlas.plan.estimate counts a unit's step as 3 x the forward FLOPs (a training step's forward,
@@ -116,37 +141,68 @@ def measure(name: str, options: dict, steps: int, units: int, precision: str) ->
         "gflop_per_unit": gflop / timed,
         "layers": chosen,
         "load": load_seconds,
+        "photos_per_s": images_per_second(loaded, chosen),
     }
+
+
+def images_per_second(loaded, layers: list[str], batch: int = 32) -> float:
+    """Photos/s of activations + Grad-CAM, Grad-CAM++, LayerCAM and Score-CAM at ``layers``
+    (random photos; the second batch timed, the first compiles)."""
+    from atlas.render.maps import MapRenderer
+
+    model = loaded.graph.submodel(loaded.unit_tensors(layers), with_logits=True)
+    renderer = MapRenderer(
+        model, loaded.preprocess, 16, gradcam=True, score_channels=6,
+        probabilities=loaded.probabilities,
+    )  # fmt: skip
+    photos = RNG.integers(0, 256, (batch, SIZE, SIZE, 3), dtype=np.uint8)
+    renderer.run(photos)
+    began = time.perf_counter()
+    renderer.run(photos)
+    return batch / (time.perf_counter() - began)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="lucid steps per unit")
     parser.add_argument("--units", type=int, default=4, help="units per timed batch")
-    parser.add_argument("--precision", default="float32")
+    parser.add_argument(
+        "--precision", default="float32,mixed_bfloat16", help="comma-separated precisions"
+    )
+    parser.add_argument("--backend", default="tensorflow", choices=("tensorflow", "jax"))
+    parser.add_argument("--only", default="", help="comma-separated architectures (names)")
     args = parser.parse_args()
-    from atlas.render._tensorflow import tf
+    from atlas.render.backend import choose
 
-    gpus = tf.config.list_physical_devices("GPU")
-    device = (
-        "GPU " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", "")
-        if gpus
-        else "CPU"
-    )
-    peak = conv_peak(tf)
+    choose(args.backend)
+    from atlas.render.engine import B
+
+    precisions = args.precision.split(",")
+    peaks = {dtype: matmul_peak(dtype) for dtype in ("float32", "bfloat16")}
     print(
-        f"device: {device}; conv microbenchmark peak {peak:.3f} TFLOP/s (float32); "
-        f"{SIZE}-px inputs, random weights, lucid {args.steps} steps, batches of "
-        f"{args.units}, precision {args.precision}"
+        f"device: {B.device()} ({B.NAME} {B.VERSION}); matmul peak {peaks['float32']:.2f} "
+        f"TFLOP/s float32, {peaks['bfloat16']:.2f} bfloat16; 3x3 conv peak "
+        f"{conv_peak():.2f} TFLOP/s float32; {SIZE}-px inputs, random weights, lucid "
+        f"{args.steps} steps, batches of {args.units}"
     )
-    print("| architecture | layers timed | GFLOP per unit | units/s | TFLOP/s | of peak |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    head = " | ".join(f"units/s {p} | TFLOP/s {p} | of peak" for p in precisions)
+    print(f"| architecture | layers timed | GFLOP per unit | {head} | photos/s (maps) |")
+    print("| --- " * (4 + 3 * len(precisions)) + "|")
+    only = {n.lower() for n in args.only.split(",") if n}
     for name, options in ARCHITECTURES:
-        row = measure(name, options, args.steps, args.units, args.precision)
+        if only and name.lower() not in only:
+            continue
+        cells, row = [], {}
+        for precision in precisions:
+            row = measure(name, options, args.steps, args.units, precision)
+            peak = peaks["bfloat16" if "bfloat16" in precision else "float32"]
+            cells.append(
+                f"{row['units_per_s']:.2f} | {row['tflops']:.3f} | "
+                f"{100 * row['tflops'] / peak:.0f} %"
+            )
         print(
             f"| {row['name']} | {', '.join(row['layers'])} | {row['gflop_per_unit']:.2f} | "
-            f"{row['units_per_s']:.2f} | {row['tflops']:.3f} | "
-            f"{100 * row['tflops'] / peak:.0f} % |",
+            f"{' | '.join(cells)} | {row['photos_per_s']:.1f} |",
             flush=True,
         )
 

@@ -73,7 +73,14 @@ def load_config(path: Path | str) -> Config:
         )
     if check.problems:
         raise ConfigError(check.problems, source=str(path))
-    return Config(path=path.resolve(), site=site, cache=cache, dataset=dataset, models=models)
+    return Config(
+        path=path.resolve(),
+        site=site,
+        cache=cache,
+        dataset=dataset,
+        models=models,
+        backend=render.backend,
+    )
 
 
 def _site(check: Checker, value: Any) -> SiteConfig:

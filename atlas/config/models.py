@@ -13,6 +13,7 @@ from atlas.config.schema import Checker, lookup
 from atlas.config.settings import (
     _ID_PATTERN,
     APPLICATIONS,
+    BACKENDS,
     CLASS_SPACES,
     METHODS,
     PRECISIONS,
@@ -40,6 +41,7 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
             "seed",
             "scorecam_channels",
             "precision",
+            "backend",
             "faithfulness_photos",
             "scores",
             "warn_after",
@@ -64,6 +66,7 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         seed=check.typed(data, "seed", path, int, base.seed),
         scorecam_channels=check.typed(data, "scorecam_channels", path, int, base.scorecam_channels),
         precision=_choice(check, data, "precision", path, PRECISIONS, base.precision),
+        backend=_choice(check, data, "backend", path, BACKENDS, base.backend),
         faithfulness_photos=check.typed(
             data, "faithfulness_photos", path, int, base.faithfulness_photos
         ),
@@ -74,6 +77,11 @@ def _render(check: Checker, value: Any, path: str, base: RenderSettings) -> Rend
         lucid={**base.lucid, **parse_method_params(check, data, "lucid", path)},
     )
     _check_render_values(check, data, path, settings)
+    if "backend" in data and path != "render":
+        check.problem(
+            f"{path}.backend",
+            "one backend renders the whole build: set backend in the top-level render block",
+        )
     return settings
 
 

@@ -40,6 +40,8 @@ APPLICATIONS = (
 )
 METHODS = ("lucid", "classic")
 PRECISIONS = ("float32", "mixed_bfloat16")  # atlas.render.device.PRECISIONS, without TF
+# render.backend: the Keras backend that renders (atlas.render.backend.SETTINGS, without Keras)
+BACKENDS = ("tensorflow", "jax", "auto")
 CLASS_SPACES = ("imagenet", "dataset", "breeds", "species", "none")
 # Split names a model may be trained on (models[].trained_on): the folders layout's split
 # folders, the metadata's split column, the Oxford lists; "none": every photo is scored.
@@ -73,6 +75,9 @@ class RenderSettings:
     warn_after: float = 15.0  # minutes: a stage estimated longer is announced before rendering
     seed: int = 0
     precision: str = "float32"  # or mixed_bfloat16: the unit renderer's arithmetic
+    # The Keras backend (top level only: one per build). Not in any cache key: JAX's
+    # pictures and maps match TensorFlow's within the tolerance tests/test_backend_*.py set.
+    backend: str = "tensorflow"
     unit_views: UnitViews = UnitViews()  # the unit pages' views (atlas.analysis.unit_views)
     classic: dict[str, Any] = field(default_factory=dict)
     lucid: dict[str, Any] = field(default_factory=dict)
@@ -165,6 +170,7 @@ class Config:
     cache: Path | str  # a folder, or an fsspec URL such as s3://bucket/atlas-cache
     dataset: DatasetConfig
     models: tuple[ModelConfig, ...]
+    backend: str = "tensorflow"  # render.backend: the Keras backend of the whole build
 
     @property
     def root(self) -> Path:

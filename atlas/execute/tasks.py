@@ -231,6 +231,20 @@ def exemplar_tasks(model_plan, jobs: Sequence[Job], images: dict[str, DatasetIma
     return tasks
 
 
+class Stamped:
+    """The cache, each entry put through it recording the backend that rendered it
+    (``meta["backend"]``: the model and ledger pages say which one did)."""
+
+    def __init__(self, cache, backend: str):
+        self._cache, self._backend = cache, backend
+
+    def put(self, key: str, meta: dict, files: dict | None = None):
+        return self._cache.put(key, {**meta, "backend": self._backend}, files)
+
+    def __getattr__(self, name: str):
+        return getattr(self._cache, name)
+
+
 def execute(
     task: Task, cache, get_model: Callable[[ModelConfig], object], progress: Callable[[int], None]
 ) -> None:
@@ -243,8 +257,12 @@ def execute(
             render_photo(images[job.image], cache, job.key, plan.PHOTO_SIDE, plan.THUMB_SIDE)
             progress(1)
         return
+    from atlas.render.backend import choose, renderer
+
+    name = choose(task.model.render.backend)  # a worker of another machine: before Keras loads
     from atlas.render import run
 
+    cache = Stamped(cache, renderer(name))
     loaded = get_model(task.model)
     jobs = list(task.jobs)
     if task.kind == "predict":

@@ -111,6 +111,7 @@ class BuildContext:
     timer: StageTimer
     rendered: dict[str, int] = field(default_factory=dict)
     reused: dict[str, int] = field(default_factory=dict)
+    backend: str = "tensorflow"  # the Keras backend this build renders with ("jax 0.10.2")
 
     def count(self, kind: str, rendered: bool, n: int = 1) -> None:
         """Count ``n`` jobs of ``kind`` as rendered by this build or reused from the cache."""

@@ -1,13 +1,14 @@
-"""Activation atlases, the TensorFlow half: activation vectors from the photos, cells'
+"""Activation atlases, the Keras half: activation vectors from the photos, cells'
 labels by attribution, and cells' pictures (see :mod:`atlas.plan.atlas` for the jobs).
 
 * Samples: one forward pass per batch of photos to every atlased layer's unit tensor;
   each photo gives vectors at seeded positions away from the map's border.
 * Labels: a vector's attribution to class ``c`` is ``a . d logit_c / d a`` at its
   position (activation x gradient, as in the paper), for every class at once: it is the
-  forward derivative of the logits along ``a`` placed at that position, computed with
-  the double-backward trick (the gradient of ``u . logits`` is linear in ``u``; its dot
-  with the tangent, differentiated by ``u``, is the Jacobian-vector product).
+  forward derivative of the logits along ``a`` placed at that position
+  (:func:`B.logits_jvp`: on TensorFlow the double-backward trick, where the gradient of
+  ``u . logits`` is linear in ``u`` and its dot with the tangent, differentiated by ``u``,
+  is the Jacobian-vector product; on JAX a linearisation).
 * Cells: the unit renderer with a direction objective
   (:func:`atlas.render.objectives.direction_scores`), the same parameterisation,
   transforms and batching as unit pictures; each picture is cropped to the layer's
@@ -32,8 +33,9 @@ from atlas.data.images import encode_webp
 from atlas.data.scan import DatasetImage
 from atlas.plan.atlas import BORDER, ICON_PX
 from atlas.plan.jobs import ENCODING, Job
-from atlas.render._tensorflow import tf
 from atlas.render.ascent import resize_to_model
+from atlas.render.device import BatchShapes
+from atlas.render.engine import B, ops
 from atlas.render.load import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -69,18 +71,17 @@ def run_atlas_samples(
     started = time.perf_counter()
     names = list(jobs[0].extra["photos"])
     model = loaded.graph.submodel(loaded.unit_tensors([job.layer for job in jobs]))
-    forward = tf.function(
-        lambda x: model(loaded.preprocess(x), training=False), reduce_retracing=True
-    )
+    forward = B.compile(lambda x: model(loaded.preprocess(x), training=False))
+    padding = BatchShapes()
     vectors: dict[int, list] = defaultdict(list)
     where: dict[int, list] = defaultdict(list)
     index = {name: i for i, name in enumerate(names)}
     shapes = {}
     for batch_images, batch in iter_batches([images[n] for n in names], loaded.input_size, BATCH):
-        outputs = forward(tf.constant(batch, tf.float32))
+        outputs = forward(ops.convert_to_tensor(padding.pad(batch), "float32"))
         outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
         for k, (job, output) in enumerate(zip(jobs, outputs, strict=True)):
-            values = output.numpy().astype(np.float32)
+            values = ops.convert_to_numpy(output)[: len(batch)].astype(np.float32)
             shapes[k] = values.shape[1:3]
             for image, maps in zip(batch_images, values, strict=True):
                 chosen = positions(
@@ -120,19 +121,13 @@ def attribution_function(loaded: LoadedModel, layer: str) -> Callable:
     model = loaded.graph.submodel(loaded.unit_tensors([layer]), with_logits=True)
 
     def attribute(images, masks):
-        with tf.GradientTape() as outer:
-            with tf.GradientTape() as inner:
-                inner.watch(images)
-                activations, logits = model(loaded.preprocess(images), training=False)
-                weights = tf.zeros_like(logits)
-                outer.watch(weights)
-                total = tf.reduce_sum(weights * logits)
-            grads = inner.gradient(total, activations)
-            tangent = tf.stop_gradient(activations) * masks[..., None]
-            along = tf.reduce_sum(grads * tangent)
-        return outer.gradient(along, weights)
+        return B.logits_jvp(
+            model,
+            loaded.preprocess(images),
+            lambda activations: activations * masks[..., None],
+        )
 
-    return tf.function(attribute, reduce_retracing=True, autograph=False)
+    return B.compile(attribute)
 
 
 def run_atlas_labels(
@@ -184,13 +179,16 @@ def _attributions(
         [images[names[p]] for p in photo_ids], loaded.input_size, BATCH
     ):
         decoded.update(zip((image.name for image in batch_images), batch, strict=True))
-    rows = []
+    rows, padding = [], BatchShapes()
     for start in range(0, len(wanted), LABEL_BATCH):
         part = where[wanted[start : start + LABEL_BATCH]]
         pixels = np.stack([decoded[names[p]] for p in part[:, 0]]).astype(np.float32)
         masks = np.zeros((len(part), height, width), np.float32)
         masks[np.arange(len(part)), part[:, 1], part[:, 2]] = 1.0
-        rows.append(attribute(tf.constant(pixels), tf.constant(masks)).numpy())
+        values = attribute(
+            ops.convert_to_tensor(padding.pad(pixels)), ops.convert_to_tensor(padding.pad(masks))
+        )
+        rows.append(ops.convert_to_numpy(values)[: len(part)])
     return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
 
 
@@ -285,7 +283,7 @@ def _centre_cosines(
 
     size = renderer.model_size or pictures[0].shape[0]
     shown = np.stack([as_published(picture) for picture in pictures]).astype(np.float32)
-    pixels = resize_to_model(tf.constant(shown), size)
+    pixels = resize_to_model(ops.convert_to_tensor(shown), size)
     output = renderer.model(renderer.ascent.preprocess(pixels), training=False)
     output = output[0] if isinstance(output, list | tuple) else output
     values = np.asarray(output, np.float64)

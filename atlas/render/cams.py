@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from atlas.plan.jobs import CAM_METHODS
-from atlas.render._tensorflow import tf
+from atlas.render.engine import B, ops
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +40,26 @@ SCORE_BATCH = 256
 DEFAULT_CHANNELS = 6  # render.scorecam_channels; see BENCHMARKS.md for its cost
 
 
-def gradient_cams(feature: tf.Tensor, gradient: tf.Tensor) -> dict[str, tf.Tensor]:
+def gradient_cams(feature, gradient) -> dict:
     """Grad-CAM, Grad-CAM++ and LayerCAM of one layer: (n, h, w) each, ReLU'd, unscaled.
 
     Args:
         feature: the layer's output ``A``, (n, h, w, c).
         gradient: ``dS/dA`` of each image's class score, same shape.
     """
-    weights = tf.reduce_mean(gradient, axis=(1, 2))
-    gradcam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", feature, weights))
-    squared = tf.square(gradient)
+    weights = ops.mean(gradient, axis=(1, 2))
+    gradcam = ops.relu(ops.einsum("nhwc,nc->nhw", feature, weights))
+    squared = ops.square(gradient)
     cubed = squared * gradient
-    total = tf.reduce_sum(feature, axis=(1, 2), keepdims=True)
+    total = ops.sum(feature, axis=(1, 2), keepdims=True)
     denominator = 2.0 * squared + cubed * total
     # alpha = 0 where g = 0, and where 2 g^2 + g^3 sum(A) happens to vanish (g sum(A) = -2)
-    alphas = tf.math.divide_no_nan(squared, denominator)
-    norm = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
-    alphas /= norm + tf.cast(norm == 0.0, norm.dtype)
-    plus_weights = tf.reduce_sum(alphas * tf.nn.relu(gradient), axis=(1, 2))
-    gradcampp = tf.nn.relu(tf.einsum("nhwc,nc->nhw", feature, plus_weights))
-    layercam = tf.nn.relu(tf.reduce_sum(feature * tf.nn.relu(gradient), axis=-1))
+    alphas = ops.divide_no_nan(squared, denominator)
+    norm = ops.sum(alphas, axis=(1, 2), keepdims=True)
+    alphas /= norm + ops.cast(norm == 0.0, norm.dtype)
+    plus_weights = ops.sum(alphas * ops.relu(gradient), axis=(1, 2))
+    gradcampp = ops.relu(ops.einsum("nhwc,nc->nhw", feature, plus_weights))
+    layercam = ops.relu(ops.sum(feature * ops.relu(gradient), axis=-1))
     return {"gradcam": gradcam, "gradcampp": gradcampp, "layercam": layercam}
 
 
@@ -71,14 +71,13 @@ def top_variance_channels(feature: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-spread, axis=1, kind="stable")[:, :k]
 
 
-def upsample_masks(maps: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+def upsample_masks(maps, size: tuple[int, int]):
     """Channel maps (n, h, w, k) -> masks (n, H, W, k) in [0, 1]: bilinear with aligned
-    corners (as scipy's ``zoom(order=1)`` in tf-keras-vis), then min-max per channel."""
-    resized = tf.raw_ops.ResizeBilinear(
-        images=maps, size=list(size), align_corners=True, half_pixel_centers=False
-    )
-    low = tf.reduce_min(resized, axis=(1, 2), keepdims=True)
-    high = tf.reduce_max(resized, axis=(1, 2), keepdims=True)
+    corners (as scipy's ``zoom(order=1)`` in tf-keras-vis; ``keras.ops.image.resize``
+    centres pixels instead, hence :func:`B.resize_bilinear`), then min-max per channel."""
+    resized = B.resize_bilinear(maps, tuple(size))
+    low = ops.min(resized, axis=(1, 2), keepdims=True)
+    high = ops.max(resized, axis=(1, 2), keepdims=True)
     return (resized - low) / (high - low + 1e-7)
 
 
@@ -102,10 +101,7 @@ class ScoreCam:
     ):
         self.channels = channels
         self.batch = batch
-        self._forward = tf.function(
-            lambda x: probabilities(classify(x, training=False)),
-            reduce_retracing=True,
-        )
+        self._forward = B.compile(lambda x: probabilities(classify(x, training=False)))
 
     def run(
         self, inputs: np.ndarray, features: Sequence[np.ndarray], classes: np.ndarray
@@ -118,16 +114,16 @@ class ScoreCam:
             classes: (n, slots) the class index each map slot explains.
         """
         count, size = inputs.shape[0], inputs.shape[1:3]
-        pixels = tf.constant(inputs, tf.float32)[:, None]  # (n, 1, H, W, 3)
+        pixels = ops.convert_to_tensor(inputs, "float32")[:, None]  # (n, 1, H, W, 3)
         feed = Feed(self._forward, self.batch)
         plan = []
         for feature in features:
             chosen = top_variance_channels(feature, self.channels)
             maps = np.take_along_axis(feature, chosen[:, None, None, :], axis=-1)
-            masks = upsample_masks(tf.constant(maps, tf.float32), size)  # (n, H, W, k)
+            masks = upsample_masks(ops.convert_to_tensor(maps, "float32"), size)  # (n, H, W, k)
             # (n, k, H, W, 1) * (n, 1, H, W, 3): one masked copy per image and channel
-            masked = tf.transpose(masks, (0, 3, 1, 2))[..., None] * pixels
-            feed.add(tf.reshape(masked, (-1, *inputs.shape[1:])))
+            masked = ops.transpose(masks, (0, 3, 1, 2))[..., None] * pixels
+            feed.add(ops.reshape(masked, (-1, *inputs.shape[1:])))
             plan.append((maps, chosen.shape[1]))
         probabilities = feed.finish()
         results, offset = [], 0
@@ -150,24 +146,24 @@ class Feed:
     def __init__(self, forward: Callable, batch: int = SCORE_BATCH):
         self._forward = forward
         self._batch = batch
-        self._pending: list[tf.Tensor] = []
+        self._pending: list = []
         self._outputs: list[np.ndarray] = []
 
-    def add(self, batch: tf.Tensor) -> None:
+    def add(self, batch) -> None:
         self._pending.append(batch)
         while sum(int(p.shape[0]) for p in self._pending) >= self._batch:
-            joined = tf.concat(self._pending, axis=0)
+            joined = ops.concatenate(self._pending, axis=0)
             self._run(joined[: self._batch])
             self._pending = [joined[self._batch :]]
 
     def finish(self) -> np.ndarray:
-        rest = tf.concat(self._pending, axis=0) if self._pending else None
+        rest = ops.concatenate(self._pending, axis=0) if self._pending else None
         if rest is not None and rest.shape[0]:
             filled = int(rest.shape[0])
             size = min(self._batch, 1 << (filled - 1).bit_length())
-            padding = tf.zeros((size - filled, *rest.shape[1:]), rest.dtype)
-            self._run(tf.concat([rest, padding], axis=0), keep=filled)
+            padding = ops.zeros((size - filled, *rest.shape[1:]), rest.dtype)
+            self._run(ops.concatenate([rest, padding], axis=0), keep=filled)
         return np.concatenate(self._outputs) if self._outputs else np.zeros((0, 0), np.float32)
 
-    def _run(self, batch: tf.Tensor, keep: int | None = None) -> None:
-        self._outputs.append(self._forward(batch).numpy()[: keep or self._batch])
+    def _run(self, batch, keep: int | None = None) -> None:
+        self._outputs.append(ops.convert_to_numpy(self._forward(batch))[: keep or self._batch])

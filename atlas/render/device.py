@@ -2,8 +2,10 @@
 
 * Batch size: each image of a filter-visualization batch holds every layer's activations
   about three times over (forward values, their gradients, temporaries). On the CPU the
-  batch fills a fixed :data:`MEMORY_BUDGET_BYTES`; when TensorFlow sees a GPU it fills a
+  batch fills a fixed :data:`MEMORY_BUDGET_BYTES`; when the backend sees a GPU it fills a
   share of the GPU's free memory instead (:func:`gpu_batch_size`, a pure function).
+* Batch shapes: a backend that compiles once per input shape (JAX, ``B.FIXED_SHAPES``)
+  gets the short last batch padded to a size already compiled (:class:`BatchShapes`).
 * Precision: ``render.precision: mixed_bfloat16`` renders units with a copy of the feature
   model whose layers compute in bfloat16 (Keras mixed precision: variables stay float32,
   each layer casts them and its input to bfloat16). The pictures, their Adam state and the
@@ -18,7 +20,7 @@ import subprocess
 
 import numpy as np
 
-from atlas.render._tensorflow import keras, tf
+from atlas.render.engine import B, keras
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,8 @@ def gpu_batch_size(free_bytes: int, per_image_bytes: float, max_batch: int = GPU
         max_batch: the largest batch returned.
 
     Returns:
-        a batch size in ``[1, max_batch]`` (1 even when nothing seems free: TensorFlow then
-        reports the real out-of-memory error rather than atlas refusing to try).
+        a batch size in ``[1, max_batch]`` (1 even when nothing seems free: the backend
+        then reports the real out-of-memory error rather than atlas refusing to try).
     """
     if per_image_bytes <= 0:
         raise ValueError(f"per-image bytes must be positive, got {per_image_bytes}")
@@ -94,21 +96,22 @@ def forward_batch(model: keras.Model, size: int, most: int) -> int:
 
 
 def gpu_free_bytes() -> int | None:
-    """Free memory of the first GPU TensorFlow sees, or None without a GPU.
+    """Free memory of the first GPU the backend sees, or None without a GPU.
 
-    TensorFlow reports only what its own allocator holds
-    (``tf.config.experimental.get_memory_info``); the device's total comes from
-    ``nvidia-smi``. Free = total - what TensorFlow holds now. Without ``nvidia-smi`` the
-    total is unknown and the CPU budget is used.
+    The backend reports what its own allocator holds (``B.gpu_memory``: TensorFlow's
+    ``get_memory_info``, JAX's ``memory_stats``) and, on JAX, the pool it may fill; else
+    the device's total comes from ``nvidia-smi``. Free = total - what is held now. Without
+    either total the CPU budget is used.
     """
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
+    memory = B.gpu_memory()
+    if memory is None:
         return None
-    total = _gpu_total_bytes()
+    used, total = memory
+    if total is None:
+        total = _gpu_total_bytes()
     if total is None:
         return None
-    used = tf.config.experimental.get_memory_info("GPU:0")["current"]
-    return max(total - int(used), 0)
+    return max(int(total) - int(used), 0)
 
 
 def _gpu_total_bytes() -> int | None:
@@ -130,7 +133,7 @@ def _gpu_total_bytes() -> int | None:
 
 
 def auto_batch_size(model: keras.Model, size: int) -> int:
-    """Images per batch: from the GPU's free memory when TensorFlow sees a GPU, else
+    """Images per batch: from the GPU's free memory when the backend sees a GPU, else
     :data:`MEMORY_BUDGET_BYTES` (at most :data:`MAX_BATCH`).
 
     Args:
@@ -170,3 +173,33 @@ def with_precision(model: keras.Model, precision: str) -> keras.Model:
         target.set_weights(source.get_weights())
     outputs = [keras.ops.cast(output, "float32") for output in copy.outputs]
     return keras.Model(copy.inputs, outputs[0] if len(outputs) == 1 else outputs)
+
+
+class BatchShapes:
+    """The batch sizes one compiled function is run at.
+
+    Where the backend compiles once per input shape (JAX: ``B.FIXED_SHAPES``) a batch is
+    padded with zero rows to the smallest size already run that holds it, else to the next
+    power of two, so the short last batch of a stream costs no new compilation; callers
+    drop the padded rows. On TensorFlow each batch runs as it is (one trace with unknown
+    sizes serves them all): nothing changes there.
+    """
+
+    def __init__(self) -> None:
+        self._sizes: set[int] = set()
+
+    def rows(self, count: int) -> int:
+        """The rows a batch of ``count`` is run with."""
+        if not B.FIXED_SHAPES:
+            return count
+        fits = [size for size in self._sizes if size >= count]
+        size = min(fits) if fits else 1 << max(count - 1, 0).bit_length()
+        self._sizes.add(size)
+        return size
+
+    def pad(self, array: np.ndarray) -> np.ndarray:
+        """``array`` with zero rows appended up to :meth:`rows` of its length."""
+        missing = self.rows(len(array)) - len(array)
+        if missing == 0:
+            return array
+        return np.concatenate([array, np.zeros((missing, *array.shape[1:]), array.dtype)])

@@ -21,9 +21,9 @@ from atlas.cache.store import Cache
 from atlas.data.batches import iter_batches
 from atlas.data.scan import DatasetImage
 from atlas.plan.jobs import Job
-from atlas.render._tensorflow import tf
 from atlas.render.cams import SCORE_BATCH, Feed
 from atlas.render.device import forward_batch
+from atlas.render.engine import B, ops
 from atlas.render.load import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ def faithfulness(
         layers: the indices of the layers scored (None: all); the others get None.
     """
     blurred = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(BLUR_RADIUS)))
-    feed.add(tf.constant(np.stack([photo, np.zeros_like(photo), blurred]), tf.float32))
+    ends = np.stack([photo, np.zeros_like(photo), blurred])
+    feed.add(ops.convert_to_tensor(ends, "float32"))
     order = []
     for method, per_layer in maps.items():
         for layer, cam in enumerate(per_layer):
@@ -102,7 +103,7 @@ def faithfulness(
                 continue
             saliency = scores.resize_map(cam, photo.shape[:2])
             deletion, insertion = curve_inputs(photo, saliency, blurred, steps)
-            feed.add(tf.constant(np.concatenate([deletion, insertion]), tf.float32))
+            feed.add(ops.convert_to_tensor(np.concatenate([deletion, insertion]), "float32"))
             order.append((method, layer))
     followed = probabilities(feed)[:, class_index]
     full, black, blur = followed[:3]
@@ -129,10 +130,7 @@ def run_scores(
 ) -> None:
     """Localisation and (for the chosen photos) faithfulness of every layer and method."""
     model = loaded.logits_model()
-    forward = tf.function(
-        lambda x: loaded.probabilities(model(loaded.preprocess(x), training=False)),
-        reduce_retracing=True,
-    )
+    forward = B.compile(lambda x: loaded.probabilities(model(loaded.preprocess(x), training=False)))
     per_pass = forward_batch(model, loaded.input_size[0], SCORE_BATCH)
     faithful = [images[job.image] for job in jobs if job.extra["faithful"]]
     photos = {}

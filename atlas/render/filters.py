@@ -54,21 +54,11 @@ from atlas.config.methods import (  # noqa: F401  (re-exported for callers of re
 from atlas.data.images import encode_webp
 from atlas.plan.jobs import ENCODING
 from atlas.render import ascent
-from atlas.render._tensorflow import keras, tf
 from atlas.render.device import MAX_BATCH, auto_batch_size, with_precision  # noqa: F401
+from atlas.render.engine import B, keras, ops
 from atlas.render.objectives import Batch, group_batches
 
 log = logging.getLogger(__name__)
-
-
-class _ExpectedRetracing(logging.Filter):
-    """Each layer gets its own feature model, hence its own trace: expected, not news."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-tf.get_logger().addFilter(_ExpectedRetracing())
 
 
 @dataclass(frozen=True)
@@ -146,7 +136,7 @@ class UnitRenderer:
         self,
         feature_model: keras.Model,
         params: ClassicParams | LucidParams,
-        preprocess: Callable[[tf.Tensor], tf.Tensor],
+        preprocess: Callable,
         eval_size: int | None = None,
         precision: str = "float32",
         diversity_weight: float = DIVERSITY_WEIGHT,
@@ -172,14 +162,12 @@ class UnitRenderer:
         self.picture_size = self.ascent.schedule()[-1][0]
         self.grey = feature_model.inputs[0].shape[-1] == 1
         size = eval_size or self.model_size or self.picture_size
-        self.evaluate = tf.function(
+        self.evaluate = B.compile(
             lambda images, units, layers: ascent.unit_means(
                 feature_model(preprocess(ascent.resize_to_model(images, size)), training=False),
                 units,
                 layers,
-            ),
-            reduce_retracing=True,
-            autograph=False,
+            )
         )
 
     def render(
@@ -257,16 +245,35 @@ class UnitRenderer:
                 f"channels (output {k})"
             )
 
+    def _padded_size(self, count: int, batch_size: int, total: int) -> int:
+        """The batch size ``count`` pictures run as.
+
+        TensorFlow: ``batch_size`` for a short batch of a longer render or once that size
+        was traced, else ``count`` (its trace with unknown sizes serves any batch). JAX
+        compiles every step anew for each batch size (:data:`B.FIXED_SHAPES`): the
+        smallest size compiled so far that fits, else the next power of two (at most
+        ``batch_size``), so one renderer compiles a few sizes at most.
+        """
+        if count >= batch_size:
+            return count
+        if not B.FIXED_SHAPES:
+            return batch_size if batch_size < total or batch_size in self._batch_sizes else count
+        if batch_size < total:
+            return batch_size
+        fits = [size for size in self._batch_sizes if size >= count]
+        return min(fits) if fits else min(batch_size, 1 << (count - 1).bit_length())
+
     def _batch(
         self, batch: Batch, batch_size: int, total: int, max_steps: int | None, bold: bool
     ) -> list[UnitResult]:
         began = time.perf_counter()
         count = len(batch)
-        if count < batch_size and (batch_size < total or batch_size in self._batch_sizes):
+        size = self._padded_size(count, batch_size, total)
+        if size > count:
             # A short batch would trace every step function again (seconds each);
             # repeating its last unit to fill the batch is cheaper. The padding is in no
             # diversity group, so it changes no picture; it is dropped below.
-            batch = batch.padded(batch_size)
+            batch = batch.padded(size)
         self._batch_sizes.add(len(batch))
         pixels, objective, taken, alive = ascent.ascend(self.ascent, batch, max_steps, bold)
         pictures = self.ascent.picture(pixels)
@@ -278,9 +285,13 @@ class UnitRenderer:
         own = (
             np.zeros(len(batch))
             if batch.directions
-            else self.evaluate(
-                tf.constant(shown, tf.float32), tf.constant(batch.units), tf.constant(batch.layers)
-            ).numpy()
+            else ops.convert_to_numpy(
+                self.evaluate(
+                    ops.convert_to_tensor(shown, "float32"),
+                    ops.convert_to_tensor(np.asarray(batch.units, np.int32)),
+                    ops.convert_to_tensor(np.asarray(batch.layers, np.int32)),
+                )
+            )
         )
         seconds = (time.perf_counter() - began) / count
         return [
@@ -303,7 +314,7 @@ def render_units(
     units: Sequence[int],
     seeds: Sequence[int],
     params: ClassicParams | LucidParams,
-    preprocess: Callable[[tf.Tensor], tf.Tensor],
+    preprocess: Callable,
     *,
     batch_size: int | None = None,
     max_steps: int | None = None,

@@ -31,7 +31,7 @@ from atlas.model.facts import (
     LayerFacts,
     layer_facts,
 )
-from atlas.render._tensorflow import keras
+from atlas.render.engine import keras
 from atlas.render.trace import Node, Tracer, check_io, final_op
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Building the configured Keras models: applications by name, weights, user files.
 
-Imports TensorFlow/Keras: only the render stage of a build calls into this module.
+Imports Keras (on the chosen backend): only the render stage of a build calls into this module.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from atlas.config.names import select_layers
 from atlas.config.settings import ModelConfig
 from atlas.errors import ModelError
 from atlas.model.address import preprocess_affine
-from atlas.render._tensorflow import keras
+from atlas.render.engine import keras
 from atlas.render.graph import FlatGraph, GraphError, flatten_model
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from atlas.render._tensorflow import keras, tf
 from atlas.render.cams import SCORE_BATCH, ScoreCam, gradient_cams
-from atlas.render.device import forward_batch
+from atlas.render.device import BatchShapes, forward_batch
+from atlas.render.engine import B, keras, ops
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,8 @@ class MapRenderer:
         self.preprocess = preprocess
         self.keep_channels = keep_channels
         self.gradcam = gradcam
-        self._step = tf.function(
-            self._pass if gradcam else self._features_pass, reduce_retracing=True
-        )
+        self._step = B.compile(self._pass if gradcam else self._features_pass)
+        self._shapes = BatchShapes()
         self._score = None
         if gradcam and score_channels > 0:
             inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
@@ -85,38 +84,43 @@ class MapRenderer:
                 raise ValueError("Score-CAM needs the model's probabilities function")
             self._score = ScoreCam(classify, score_channels, batch, probabilities)
 
-    def _features_pass(self, images: tf.Tensor, second: tf.Tensor):
+    def _statistics(self, features: list) -> tuple[list, list, list]:
+        kept = [f[..., : self.keep_channels] for f in features]
+        maxima = [ops.max(f, axis=(1, 2)) for f in features]
+        means = [ops.mean(f, axis=(1, 2)) for f in features]
+        return kept, maxima, means
+
+    def _features_pass(self, images, second):
         """Activations and statistics only: a model without classes has no CAMs."""
         outputs = self.model(self.preprocess(images), training=False)
         features = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-        kept = [f[..., : self.keep_channels] for f in features]
-        maxima = [tf.reduce_max(f, axis=(1, 2)) for f in features]
-        means = [tf.reduce_mean(f, axis=(1, 2)) for f in features]
-        empty = tf.zeros((tf.shape(images)[0], 0))
-        none = tf.fill([tf.shape(images)[0]], -1)
+        kept, maxima, means = self._statistics(features)
+        count = ops.shape(images)[0]
+        empty = ops.zeros((count, 0))
+        none = ops.full((count,), -1, dtype="int32")
         return empty, kept, maxima, means, {"gradcam": []}, none, none, empty, []
 
-    def _pass(self, images: tf.Tensor, second: tf.Tensor):
+    def _pass(self, images, asked):
         inputs = self.preprocess(images)
-        with tf.GradientTape(persistent=True) as tape:
-            outputs = self.model(inputs, training=False)
-            features, logits = list(outputs[:-1]), outputs[-1]
-            top1 = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            # -1 means "no second class": reuse the top-1 so the pass stays uniform
-            second = tf.where(second < 0, top1, second)
-            top_score = tf.reduce_sum(tf.gather(logits, top1, batch_dims=1))
-            second_score = tf.reduce_sum(tf.gather(logits, second, batch_dims=1))
+
+        def classes(logits):
+            # -1 asks for no second class: reuse the top-1 so the pass stays uniform
+            top1 = ops.cast(ops.argmax(logits, axis=-1), "int32")
+            return top1, ops.where(asked < 0, top1, asked)
+
+        def cotangents(logits):
+            """One-hot rows of each slot's class: their gradient is the class score's."""
+            return [ops.one_hot(c, logits.shape[-1], dtype=logits.dtype) for c in classes(logits)]
+
+        features, logits, grads = B.feature_vjp(self.model, inputs, cotangents)
+        top1, second = classes(logits)
         # cams[method][slot][layer]: every gradient method from one backward pass per slot
         cams = {}
-        for score in (top_score, second_score):
-            gradients = tape.gradient(score, features)
+        for gradients in grads:
             per_layer = [gradient_cams(f, g) for f, g in zip(features, gradients, strict=True)]
             for method in per_layer[0] if per_layer else ():
                 cams.setdefault(method, []).append([maps[method] for maps in per_layer])
-        del tape
-        kept = [f[..., : self.keep_channels] for f in features]
-        maxima = [tf.reduce_max(f, axis=(1, 2)) for f in features]
-        means = [tf.reduce_mean(f, axis=(1, 2)) for f in features]
+        kept, maxima, means = self._statistics(features)
         full = features if self._score is not None else []
         return logits, kept, maxima, means, cams, top1, second, inputs, full
 
@@ -135,18 +139,17 @@ class MapRenderer:
             if second_classes is None
             else np.asarray(second_classes, np.int32)
         )
-        logits, kept, maxima, means, cams, top1, second_used, inputs, full = self._step(
-            tf.constant(images, tf.float32), tf.constant(second)
+        outputs = self._step(
+            ops.convert_to_tensor(self._shapes.pad(images), "float32"),
+            ops.convert_to_tensor(self._shapes.pad(second)),
         )
-        logits = logits.numpy()
-        kept = [k.numpy() for k in kept]
-        maxima = [m.numpy() for m in maxima]
-        means = [m.numpy() for m in means]
-        cams = {m: [[c.numpy() for c in slot] for slot in slots] for m, slots in cams.items()}
-        top1, second_used = top1.numpy(), second_used.numpy()
+        # back on the host, the padded rows dropped
+        logits, kept, maxima, means, cams, top1, second_used, inputs, full = (
+            keras.tree.map_structure(lambda tensor: ops.convert_to_numpy(tensor)[:count], outputs)
+        )
         if self._score is not None:
             classes = np.stack([top1, second_used], axis=1)
-            per_layer = self._score.run(inputs.numpy(), [f.numpy() for f in full], classes)
+            per_layer = self._score.run(inputs, full, classes)
             cams["scorecam"] = [[layer[slot] for layer in per_layer] for slot in (0, 1)]
         return [
             ImageMaps(
@@ -176,11 +179,13 @@ def unit_maps(
         images: (n, height, width, 3) uint8 batch of the distinct images.
         pairs: (index into ``images``, channel) for each map wanted.
     """
-    forward = tf.function(lambda x: model(preprocess(x), training=False), reduce_retracing=True)
-    features = [
-        forward(tf.constant(images[start : start + 64], tf.float32)).numpy()
-        for start in range(0, len(images), 64)
-    ]
+    forward = B.compile(lambda x: model(preprocess(x), training=False))
+    shapes = BatchShapes()
+    features = []
+    for start in range(0, len(images), 64):
+        batch = images[start : start + 64]
+        pixels = ops.convert_to_tensor(shapes.pad(batch), "float32")
+        features.append(ops.convert_to_numpy(forward(pixels))[: len(batch)])
     if not features or not pairs:
         return np.zeros((0, 1, 1), np.float32)
     stacked = np.concatenate(features)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from atlas.render._tensorflow import tf
+from atlas.render.engine import B, ops
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def _as_list(outputs) -> list:
     return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
 
 
-def gram_cosines(activations: tf.Tensor) -> tf.Tensor:
+def gram_cosines(activations):
     """Pairwise cosine similarity of the pictures' Gram matrices, as in Lucid.
 
     Args:
@@ -37,25 +37,32 @@ def gram_cosines(activations: tf.Tensor) -> tf.Tensor:
         ``(M, M)``: entry ``(i, j)`` is the cosine of the flattened ``C x C`` Gram matrices
         (``F^T F`` of the ``(H*W, C)`` activations) of pictures ``i`` and ``j``.
     """
-    activations = tf.cast(activations, tf.float32)
-    shape = tf.shape(activations)
-    flat = tf.reshape(activations, (shape[0], -1, shape[3]))
-    grams = tf.matmul(flat, flat, transpose_a=True)
-    grams = tf.math.l2_normalize(tf.reshape(grams, (shape[0], -1)), axis=1, epsilon=1e-10)
-    return tf.matmul(grams, grams, transpose_b=True)
+    activations = ops.cast(activations, "float32")
+    count, channels = ops.shape(activations)[0], activations.shape[3]
+    flat = ops.reshape(activations, (count, -1, channels))
+    grams = ops.reshape(ops.matmul(ops.transpose(flat, (0, 2, 1)), flat), (count, -1))
+    # TensorFlow's l2_normalize: x / sqrt(max(|x|^2, 1e-10))
+    grams = grams * ops.rsqrt(ops.maximum(ops.sum(ops.square(grams), axis=1, keepdims=True), 1e-10))
+    return ops.matmul(grams, ops.transpose(grams))
 
 
-def _group_penalty(activations: tf.Tensor, groups: tf.Tensor) -> tf.Tensor:
-    """Sum over pictures of their mean Gram cosine with the other pictures of their group."""
+def _group_penalty(activations, groups, members):
+    """Sum over ``members`` (a mask) of their mean Gram cosine with the other members of
+    their group."""
     cosines = gram_cosines(activations)
-    count = tf.shape(groups)[0]
-    same = tf.cast(tf.equal(groups[:, None], groups[None, :]), tf.float32)
-    same = same * (1.0 - tf.eye(count))
-    others = tf.maximum(tf.reduce_sum(same, axis=1), 1.0)
-    return tf.reduce_sum(tf.reduce_sum(cosines * same, axis=1) / others)
+    index = ops.arange(ops.shape(groups)[0])
+    same = (
+        ops.equal(groups[:, None], groups[None, :])
+        & members[:, None]
+        & members[None, :]
+        & ops.not_equal(index[:, None], index[None, :])
+    )
+    same = ops.cast(same, "float32")
+    others = ops.maximum(ops.sum(same, axis=1), 1.0)
+    return ops.sum(ops.sum(cosines * same, axis=1) / others)
 
 
-def diversity_penalty(outputs, layers: tf.Tensor, groups: tf.Tensor) -> tf.Tensor:
+def diversity_penalty(outputs, layers, groups):
     """The diversity term of a batch: for every picture in a group, the mean cosine
     similarity of its Gram matrix with those of its group's other pictures, summed.
 
@@ -68,14 +75,27 @@ def diversity_penalty(outputs, layers: tf.Tensor, groups: tf.Tensor) -> tf.Tenso
     Returns:
         a scalar float32.
     """
-    total = tf.constant(0.0)
+    total = ops.convert_to_tensor(0.0, "float32")
     for index, output in enumerate(_as_list(outputs)):
-        chosen = tf.where(tf.logical_and(tf.equal(layers, index), groups >= 0))[:, 0]
-        total += _group_penalty(tf.gather(output, chosen), tf.gather(groups, chosen))
+        members = ops.logical_and(ops.equal(layers, index), groups >= 0)
+        if B.FIXED_SHAPES:
+            # One shape per compilation: every picture's Gram matrix, the pairs masked,
+            # and none where this output has no member (a conditional, not a zero mask).
+            total += ops.cond(
+                ops.any(members),
+                lambda output=output, members=members: _group_penalty(output, groups, members),
+                lambda: ops.convert_to_tensor(0.0, "float32"),
+            )
+        else:
+            # The members alone: Gram matrices of the whole batch at every output made the
+            # step ~25 % slower on MobileNet (a batch of 64 with 12 members per output).
+            chosen = ops.nonzero(members)[0]
+            picked = ops.take(groups, chosen, axis=0)
+            total += _group_penalty(ops.take(output, chosen, axis=0), picked, picked >= 0)
     return total
 
 
-def batch_loss(outputs, means: tf.Tensor, targets: tuple, weight: float) -> tf.Tensor:
+def batch_loss(outputs, means, targets: tuple, weight: float):
     """The quantity a step ascends: each picture's signed unit mean, less ``weight`` times
     the diversity term where the batch has diversity groups.
 
@@ -86,18 +106,18 @@ def batch_loss(outputs, means: tf.Tensor, targets: tuple, weight: float) -> tf.T
         weight: the diversity term's weight (lambda); 0 leaves it out of the trace.
     """
     _, layers, signs, groups = targets[:4]
-    total = tf.reduce_sum(signs * means)
+    total = ops.sum(signs * means)
     if not weight:
         return total
-    penalty = tf.cond(
-        tf.reduce_any(groups >= 0),
+    penalty = ops.cond(
+        ops.any(groups >= 0),
         lambda: diversity_penalty(outputs, layers, groups),
-        lambda: tf.constant(0.0),
+        lambda: ops.convert_to_tensor(0.0, "float32"),
     )
     return total - weight * penalty
 
 
-def direction_scores(outputs, directions: tf.Tensor, power: float) -> tf.Tensor:
+def direction_scores(outputs, directions, power: float):
     """The activation atlas' cell objective (Lucid's ``direction_neuron_cossim_S``): at
     the centre position of the (one) output, the activation's dot product with the
     picture's whitened direction times its cosine with it (at least 0.1) to ``power``.
@@ -110,12 +130,12 @@ def direction_scores(outputs, directions: tf.Tensor, power: float) -> tf.Tensor:
     Returns:
         ``(batch,)``.
     """
-    output = tf.cast(_as_list(outputs)[0], tf.float32)
-    shape = tf.shape(output)
+    output = ops.cast(_as_list(outputs)[0], "float32")
+    shape = ops.shape(output)  # sizes unknown while TensorFlow traces a free-size model
     centre = output[:, shape[1] // 2, shape[2] // 2, :]
-    dot = tf.reduce_sum(centre * directions, axis=1)
-    cosine = dot / (tf.norm(centre, axis=1) + 1e-4)
-    return dot * tf.maximum(cosine, 0.1) ** power
+    dot = ops.sum(centre * directions, axis=1)
+    cosine = dot / (ops.norm(centre, axis=1) + 1e-4)
+    return dot * ops.maximum(cosine, 0.1) ** power
 
 
 @dataclass(frozen=True)
@@ -147,16 +167,17 @@ class Batch:
         directions = list(self.directions) + list(self.directions[-1:]) * pad
         return Batch(units, layers, seeds, signs, self.groups + [-1] * pad, directions)
 
-    def targets(self) -> tuple[tf.Tensor, ...]:
+    def targets(self) -> tuple:
+        """The tensors a step reads: units, layers, signs, groups (and directions)."""
         targets = (
-            tf.constant(self.units, tf.int32),
-            tf.constant(self.layers, tf.int32),
-            tf.constant(self.signs, tf.float32),
-            tf.constant(self.groups, tf.int32),
+            ops.convert_to_tensor(np.asarray(self.units, np.int32)),
+            ops.convert_to_tensor(np.asarray(self.layers, np.int32)),
+            ops.convert_to_tensor(np.asarray(self.signs, np.float32)),
+            ops.convert_to_tensor(np.asarray(self.groups, np.int32)),
         )
         if not self.directions:
             return targets
-        return (*targets, tf.constant(np.stack(self.directions), tf.float32))
+        return (*targets, ops.convert_to_tensor(np.stack(self.directions).astype(np.float32)))
 
     def _lists(self) -> tuple[list, ...]:
         return self.units, self.layers, self.seeds, self.signs, self.groups

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 
-from atlas.render._tensorflow import tf
+from atlas.render.engine import B, ops
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ INIT_STD = 0.01
 
 
 def rfft2d_freqs(height: int, width: int) -> np.ndarray:
-    """Frequency magnitude of each bin of ``tf.signal.rfft2d`` for an image of this size.
+    """Frequency magnitude of each bin of a real 2-D FFT (``rfft2d``) of an image this size.
 
     Args:
         height: image height in pixels.
@@ -98,19 +99,21 @@ def initial_variables(seeds: list[int], size: int, fft: bool) -> np.ndarray:
 
 # TensorFlow's CPU FFT runs each op on one thread, and the spectrum of a batch of 64
 # pictures cost ~40 % of a lucid step; split into one op per core, the halves run side by
-# side (inter-op threads): 39 ms instead of 91 ms of wall time per step on 2 cores.
+# side (inter-op threads): 39 ms instead of 91 ms of wall time per step on 2 cores
+# (``B.in_parts``; JAX compiles the whole step into one XLA program: no split there).
 FFT_PARTS = max(1, min(os.cpu_count() or 1, 8))
 # The spectrum-to-pixels map (complex scaling, inverse FFT, transpose, colour matrix,
 # sigmoid) is a dozen element-wise ops over the whole batch, each a pass over memory, and
 # as many in its gradient: compiled by XLA into a few fused loops, forward and gradient of
 # a batch of 64 pictures of 96 px took 15 ms of wall time and 23 ms of CPU instead of
 # 32 ms and 60 ms on this 2-core machine (pixels equal within 3e-5 of 255). Only this
-# part is compiled: XLA made the networks' depthwise convolutions ~12x slower here.
+# part is compiled: XLA made the networks' depthwise convolutions ~12x slower here
+# (TensorFlow; on JAX the whole step is one XLA program anyway).
 JIT_PIXELS = True
-_COMPILED: dict[tuple, tf.types.experimental.GenericFunction] = {}
+_COMPILED: dict[tuple, Callable] = {}
 
 
-def to_pixels(variables: tf.Tensor, size: int, fft: bool, decorrelate: bool) -> tf.Tensor:
+def to_pixels(variables, size: int, fft: bool, decorrelate: bool):
     """Map optimisation variables to raw RGB pixels in [0, 255].
 
     Args:
@@ -123,41 +126,32 @@ def to_pixels(variables: tf.Tensor, size: int, fft: bool, decorrelate: bool) -> 
         float32 tensor ``(batch, size, size, 3)`` in [0, 255].
     """
     convert = _compiled(size, fft, decorrelate)
-    small = variables.shape[0] is not None and variables.shape[0] < FFT_PARTS
-    if fft and FFT_PARTS > 1 and not small:  # pictures are independent: no picture changes
-        count = tf.shape(variables)[0]
-        sizes = [count // FFT_PARTS] * (FFT_PARTS - 1)
-        sizes.append(count - (count // FFT_PARTS) * (FFT_PARTS - 1))
-        parts = tf.split(variables, tf.stack(sizes), num=FFT_PARTS)
-        return tf.concat([convert(part) for part in parts], 0)
+    if fft:  # pictures are independent: no picture changes
+        return B.in_parts(convert, variables, FFT_PARTS)
     return convert(variables)
 
 
-def _compiled(size: int, fft: bool, decorrelate: bool):
+def _compiled(size: int, fft: bool, decorrelate: bool) -> Callable:
     """The pixel map for these settings: XLA-compiled for a spectrum (see JIT_PIXELS)."""
     if not (fft and JIT_PIXELS):
         return lambda variables: _to_pixels(variables, size, fft, decorrelate)
     key = (size, decorrelate)
     if key not in _COMPILED:
-        _COMPILED[key] = tf.function(
-            lambda variables: _to_pixels(variables, size, True, decorrelate),
-            jit_compile=True,
-            reduce_retracing=True,
-            autograph=False,
+        _COMPILED[key] = B.compile(
+            lambda variables: _to_pixels(variables, size, True, decorrelate), xla=True
         )
     return _COMPILED[key]
 
 
-def _to_pixels(variables: tf.Tensor, size: int, fft: bool, decorrelate: bool) -> tf.Tensor:
+def _to_pixels(variables, size: int, fft: bool, decorrelate: bool):
     if fft:
-        spectrum = tf.complex(variables[:, 0], variables[:, 1]) * tf.cast(
-            spectrum_scale(size, size), tf.complex64
-        )
-        image = tf.signal.irfft2d(spectrum, fft_length=[size, size])
+        # a real scale of each bin: the real and imaginary parts scale alike
+        scale = ops.convert_to_tensor(spectrum_scale(size, size), "float32")
+        image = B.irfft2(variables[:, 0] * scale, variables[:, 1] * scale, size)
         # Lucid divides by 4 so that the sigmoid starts in its linear range.
-        image = tf.transpose(image, (0, 2, 3, 1)) / 4.0
+        image = ops.transpose(image, (0, 2, 3, 1)) / 4.0
     else:
         image = variables
     if decorrelate:
-        image = tf.tensordot(image, tf.constant(_COLOR_MATRIX_T), axes=[[3], [0]])
-    return tf.sigmoid(image) * 255.0
+        image = ops.tensordot(image, ops.convert_to_tensor(_COLOR_MATRIX_T), axes=[[3], [0]])
+    return ops.sigmoid(image) * 255.0

@@ -1,4 +1,4 @@
-"""Executing the planned jobs that the cache does not hold (the TensorFlow side).
+"""Executing the planned jobs that the cache does not hold (the Keras side).
 
 Each finished asset is put in the cache as soon as it exists, so an interrupted build
 keeps everything finished before the interruption.
@@ -20,7 +20,8 @@ from atlas.data.images import encode_png, encode_webp
 from atlas.data.scan import DatasetImage
 from atlas.plan.jobs import ENCODING, Job
 from atlas.render import draw
-from atlas.render._tensorflow import tf
+from atlas.render.device import BatchShapes
+from atlas.render.engine import B, ops
 from atlas.render.load import LoadedModel
 from atlas.render.maps import MapRenderer, unit_maps
 
@@ -63,15 +64,15 @@ def run_predictions(
     """
     model = loaded.logits_model()
     # A traced function is ~3x faster than eager calls for this small model on the CPU.
-    forward = tf.function(
-        lambda x: model(loaded.preprocess(x), training=False), reduce_retracing=True
-    )
+    forward = B.compile(lambda x: model(loaded.preprocess(x), training=False))
+    shapes = BatchShapes()
     top_k = max(5, loaded.config.render.top_k)
     by_image = {job.image: job for job in jobs}
     wanted = [images[name] for name in by_image]
     for batch_images, batch in iter_batches(wanted, loaded.input_size, batch_size=64):
         start = time.perf_counter()
-        logits = forward(tf.constant(batch, tf.float32)).numpy()
+        pixels = ops.convert_to_tensor(shapes.pad(batch), "float32")
+        logits = ops.convert_to_numpy(forward(pixels))[: len(batch)]
         probabilities = loaded.probabilities(logits)
         seconds = (time.perf_counter() - start) / max(1, len(batch_images))
         for image, probs in zip(batch_images, probabilities, strict=True):

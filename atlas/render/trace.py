@@ -10,7 +10,7 @@ import numpy as np
 
 from atlas.model import address
 from atlas.model.facts import GraphError, field_after
-from atlas.render._tensorflow import keras
+from atlas.render.engine import keras
 
 # Channels of an image input atlas can feed photos to: grey, RGB, RGB and alpha.
 INPUT_CHANNELS = (1, 3, 4)

@@ -24,6 +24,7 @@ def ledger(context) -> dict:
         "reused": dict(sorted(context.reused.items())),
         "total": rendered + reused,
         "from_cache": reused / (rendered + reused) if rendered + reused else None,
+        "backend": context.backend,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 
 import numpy as np
 
@@ -85,6 +86,7 @@ def _unit_view(
         beaten_by=beaten_by,
         steps=int(meta.get("steps", 0)),
         seconds=float(meta.get("seconds", 0.0)),
+        backend=str(meta.get("backend", "tensorflow")),  # older entries: TensorFlow rendered all
         exemplars=most,
         extras=dataclasses.replace(extras, least=least),
     )
@@ -266,6 +268,7 @@ def model_view(model_plan, context, assets: Assets, slugs: Slugs, photos: dict) 
         random_weights=model_plan.facts["random_weights"],
         units=sum(len(layer.units) for layer in layers),
         seconds=sum(layer.seconds for layer in layers),
+        renderers=Counter(u.backend for layer in layers for u in layer.units).most_common(),
         source=config.application or (config.file.name if config.file else ""),
         picture=shown.best if shown else None,
         picture_size=shown.best_size if shown else (1, 1),

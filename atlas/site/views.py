@@ -24,6 +24,7 @@ class UnitView:
     ratio: float | None
     steps: int
     seconds: float
+    backend: str = "tensorflow"  # the Keras backend (and version) that rendered it
     exemplars: tuple[dict, ...] = ()  # the most exciting photos, most first
     extras: UnitExtras = UnitExtras()  # negative, diversity, least exciting, breeds
     beaten_by: dict | None = None  # ratio below 1: the photo that excites the unit more
@@ -153,6 +154,7 @@ class ModelView:
         None  # atlas.analysis.scores.score_view: the per-layer, per-method table
     )
     atlases: list = field(default_factory=list)  # atlas_view.AtlasView of each atlased layer
+    renderers: list = field(default_factory=list)  # (backend, units it rendered), most first
 
     @property
     def has_classes(self) -> bool:

@@ -17,7 +17,7 @@ that is the backend) with the backend module.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
 import sys
 

@@ -186,15 +186,16 @@ class BatchShapes:
     """
 
     def __init__(self) -> None:
-        self._sizes: set[int] = set()
+        self.sizes: set[int] = set()  # every size run so far
 
-    def rows(self, count: int) -> int:
-        """The rows a batch of ``count`` is run with."""
+    def rows(self, count: int, most: int | None = None) -> int:
+        """The rows a batch of ``count`` is run with (at most ``most``, if given)."""
         if not B.FIXED_SHAPES:
             return count
-        fits = [size for size in self._sizes if size >= count]
+        fits = [size for size in self.sizes if size >= count]
         size = min(fits) if fits else 1 << max(count - 1, 0).bit_length()
-        self._sizes.add(size)
+        size = size if most is None else min(size, most)
+        self.sizes.add(size)
         return size
 
     def pad(self, array: np.ndarray) -> np.ndarray:

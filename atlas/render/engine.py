@@ -8,16 +8,14 @@ JAX directly, so the same code renders on either backend.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 from atlas.errors import ConfigError
-from atlas.render.backend import BACKENDS
+from atlas.render.backend import BACKENDS, requested
 
 
 def _load():
-    name = os.environ.get("KERAS_BACKEND", "").strip() or "tensorflow"
-    if name == "tensorflow" and "keras" not in sys.modules:
+    if requested("auto") == "tensorflow" and "keras" not in sys.modules:
         importlib.import_module("atlas.render._tensorflow")  # quiet TensorFlow start-up
     import keras
 

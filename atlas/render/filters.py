@@ -54,7 +54,12 @@ from atlas.config.methods import (  # noqa: F401  (re-exported for callers of re
 from atlas.data.images import encode_webp
 from atlas.plan.jobs import ENCODING
 from atlas.render import ascent
-from atlas.render.device import MAX_BATCH, auto_batch_size, with_precision  # noqa: F401
+from atlas.render.device import (  # noqa: F401
+    MAX_BATCH,
+    BatchShapes,
+    auto_batch_size,
+    with_precision,
+)
 from atlas.render.engine import B, keras, ops
 from atlas.render.objectives import Batch, group_batches
 
@@ -147,7 +152,7 @@ class UnitRenderer:
             if len(shape) != 4:
                 raise ValueError(f"feature model output must be 4-D NHWC, got {shape}")
         self.channels = [int(shape[-1]) for shape in shapes]
-        self._batch_sizes: set[int] = set()  # the batch shapes traced so far
+        self._shapes = BatchShapes()  # the batch shapes traced so far
         self.model = feature_model
         self.params = params
         self.model_size = fixed_input_size(feature_model)
@@ -257,11 +262,10 @@ class UnitRenderer:
         if count >= batch_size:
             return count
         if not B.FIXED_SHAPES:
-            return batch_size if batch_size < total or batch_size in self._batch_sizes else count
+            return batch_size if batch_size < total or batch_size in self._shapes.sizes else count
         if batch_size < total:
             return batch_size
-        fits = [size for size in self._batch_sizes if size >= count]
-        return min(fits) if fits else min(batch_size, 1 << (count - 1).bit_length())
+        return self._shapes.rows(count, most=batch_size)
 
     def _batch(
         self, batch: Batch, batch_size: int, total: int, max_steps: int | None, bold: bool
@@ -274,7 +278,7 @@ class UnitRenderer:
             # repeating its last unit to fill the batch is cheaper. The padding is in no
             # diversity group, so it changes no picture; it is dropped below.
             batch = batch.padded(size)
-        self._batch_sizes.add(len(batch))
+        self._shapes.sizes.add(len(batch))
         pixels, objective, taken, alive = ascent.ascend(self.ascent, batch, max_steps, bold)
         pictures = self.ascent.picture(pixels)
         if self.grey:  # a grey model sees the picture's luma: show that

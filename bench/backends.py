@@ -7,19 +7,21 @@ process: ``--worker tensorflow`` / ``--worker jax``), one after the other, on th
 units, seeds, steps and sizes of the embedded MobileNet (the default site's model):
 
 * unit pictures, Lucid's method and the classic one: seconds per unit with the first
-  batch's compilation (cold) and without it (warm, the same units with other seeds), and
-  each picture's own activation (the unit's spatial mean on its picture at the model's
-  input size, as the build measures it);
-* activations + Grad-CAM, Grad-CAM++, LayerCAM and Score-CAM of 32 photos at every
-  layer the default site shows: seconds per photo (warm), the maps and the top-1 classes;
+  batch's compilation (cold) and without it (warm, the same units with other seeds),
+  rendered through the build's own runs of layers, and each picture's own activation
+  (the unit's spatial mean on its picture at the model's input size, as the build
+  measures it);
+* activations + Grad-CAM, Grad-CAM++, LayerCAM and Score-CAM of 32 photos at each
+  layer of :data:`LAYERS`: seconds per photo (warm), the maps and the top-1 classes;
 * the peer a Keras user would otherwise pick: tf-keras-vis' ``ActivationMaximization``
   on the same units, steps and picture size (its own default jitter, rotation and
-  regularisers and optimiser, as a user would call it), its pictures' own activations measured
-  the same way (TensorFlow only: tf-keras-vis has no JAX).
+  regularisers and optimiser, as a user would call it, one truncated model per layer),
+  its pictures' own activations measured the same way (TensorFlow only: tf-keras-vis has no JAX).
 
 The table: seconds per unit and per photo, and JAX's activations and maps against
 TensorFlow's (median ratio of the units' own activations; the CAMs' median correlation;
-top-1 agreement).
+top-1 agreement). This is the JAX column of ``bench/renderers.py`` (whose baselines are
+TensorFlow code): a script of its own because a process has one Keras backend.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-LAYERS = ("conv_pw_3", "conv_pw_7", "conv_pw_11")
+# receptive fields above a quarter of the input: the standard recipe, no small-field one
+LAYERS = ("conv_pw_5", "conv_pw_9", "conv_pw_13")
 PHOTOS = 32
 
 
@@ -49,20 +52,26 @@ def _loaded():
 
 
 def _units(loaded, method: str, count: int, seed: int) -> tuple[float, np.ndarray]:
-    """Seconds and own activations of ``count`` units of each layer of :data:`LAYERS`."""
+    """Seconds and own activations of ``count`` units of each layer of :data:`LAYERS`,
+    rendered the way a build renders them: through the build's own runs of layers
+    (``run._unit_renderers``: one traced renderer per run, batches mixing its layers)."""
     from atlas.config.methods import resolve_params
-    from atlas.render.filters import UnitRenderer
+    from atlas.render.run import _unit_renderers
 
     params = resolve_params(method, loaded.input_size[0], {}, method)
-    renderer = UnitRenderer(
-        loaded.features_model(list(LAYERS)), params, loaded.preprocess, loaded.input_size[0]
-    )
-    units = [u for _ in LAYERS for u in range(count)]
-    layers = [k for k in range(len(LAYERS)) for _ in range(count)]
-    seeds = [seed * 100_000 + i for i in range(len(units))]
-    began = time.perf_counter()
-    results = [r for batch in renderer.render(units, seeds, layers) for r in batch]
-    return time.perf_counter() - began, np.array([r.own_activation for r in results])
+    renderers = _unit_renderers(loaded, params)
+    by_renderer: dict[int, list] = {}
+    for k, layer in enumerate(LAYERS):
+        renderer, index = renderers[layer]
+        chosen = by_renderer.setdefault(id(renderer), [renderer, [], [], []])
+        for unit in range(count):
+            chosen[1].append(unit)
+            chosen[2].append(index)
+            chosen[3].append(seed * 100_000 + k * count + unit)
+    began, own = time.perf_counter(), []
+    for renderer, units, layers, seeds in by_renderer.values():
+        own += [r.own_activation for b in renderer.render(units, seeds, layers) for r in b]
+    return time.perf_counter() - began, np.array(own)
 
 
 def _photos(loaded) -> np.ndarray:

@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 # name -> changes to the default lucid parameters (atlas.config.methods.DEFAULT_LUCID)
 SETTINGS: dict[str, dict] = {
     "default": {},
+    # the settings before issue 25: every layer at 96 px with Lucid's spectrum and jitter
+    "no-small-field": {"small_field": 0.0},
     "steps44": {"steps": 44},
     "size64": {"size": 64},
     "size64-steps44": {"size": 64, "steps": 44},

@@ -66,6 +66,11 @@ class LucidParams:
         angles: random rotations (degrees) to choose from each step.
         decorrelate: optimise in Lucid's decorrelated colour space.
         fft: optimise the picture's 1/f-scaled Fourier spectrum instead of its pixels.
+        small_field: a layer whose receptive field is at most this share of the model
+            input's side is rendered by the small-field recipe (:func:`layer_params`);
+            0 never.
+        small_field_learning_rate: the small-field recipe's Adam learning rate (on the
+            pixels' logits).
     """
 
     size: int = 128
@@ -76,6 +81,8 @@ class LucidParams:
     angles: tuple[float, ...] = tuple(float(a) for a in range(-10, 11))
     decorrelate: bool = True
     fft: bool = True
+    small_field: float = 0.0
+    small_field_learning_rate: float = 0.4
 
 
 # The recipe of the classic VGG16 script: ~80 px -> 412 px, 9 upscalings of x1.2, 15 steps.
@@ -93,6 +100,16 @@ LUCID_FULL = LucidParams()
 DEFAULT_CLASSIC = ClassicParams(
     start_size=64, upscale_steps=2, upscale_factor=2**0.5, steps_per_size=8, step_size=4.0
 )
+#
+# Layers that see a few pixels (receptive fields up to a quarter of the input's side:
+# conv1 ... conv_pw_4 here) take the small-field recipe (layer_params): at the settings
+# above their pictures lost to the photos (median activation ratio 0.85-1.08, issue 25).
+# Measured on 8 units of each of the first 9 layers (BENCHMARKS.md): rendering at the
+# model's 128 px instead of 96 (no resampling) or dropping jitter and zoom did nothing
+# alone (median 1.00 either way); both together lifted conv_dw_2 ... conv_pw_3; free RGB
+# pixels (no spectrum, no colour decorrelation: conv1's units want saturated, pixel-sharp
+# colours) at learning rate 0.4 did the rest. The same 22 steps reach 1.11-2.01 on the
+# default site, for 6 % less CPU in its unit stage (their models end at conv_pw_4).
 DEFAULT_LUCID = LucidParams(
     size=96,
     steps=22,
@@ -100,6 +117,7 @@ DEFAULT_LUCID = LucidParams(
     jitter=4,
     scales=(0.95, 0.975, 1.0, 1.025, 1.05),
     angles=(),
+    small_field=0.25,
 )
 # A first look at a big model: a quarter of the standard picture's area, half its steps.
 DRAFT_CLASSIC = ClassicParams(
@@ -121,6 +139,53 @@ DEFAULT_METHOD = "lucid"
 # matrix of its layer's activations and those of the 3 others (a cosine is at most 1).
 DIVERSITY_PICTURES = 4
 DIVERSITY_WEIGHT = 5.0
+
+
+def layer_params(
+    params: ClassicParams | LucidParams, field: int | None, input_size: int
+) -> ClassicParams | LucidParams:
+    """The parameters one layer's unit pictures are rendered with.
+
+    A lucid layer whose receptive field is at most ``small_field`` of the input's side
+    takes the small-field recipe: its picture at the model's input size (the ratio is
+    measured there; no resampling), no jitter, zoom or rotation (a unit that sees a few
+    pixels wants a pattern tiled in step with the layer's stride), and free RGB pixels
+    at ``small_field_learning_rate``, for the same steps. Every other layer (and the
+    classic method) keeps ``params``.
+
+    Args:
+        params: the model's unit-picture parameters.
+        field: the layer's receptive field in input pixels (None: unknown).
+        input_size: side of the model's input in pixels.
+    """
+    small = getattr(params, "small_field", 0.0)
+    if not small or field is None or field > small * input_size:
+        return params
+    return dataclasses.replace(
+        params,
+        size=input_size,
+        learning_rate=params.small_field_learning_rate,
+        jitter=0,
+        scales=(1.0,),
+        angles=(),
+        decorrelate=False,
+        fft=False,
+        small_field=0.0,
+    )
+
+
+def recipe_words(params: ClassicParams | LucidParams, field: int | None, input_size: int) -> str:
+    """How one layer's unit pictures are rendered, in a few words (its layer page)."""
+    own = layer_params(params, field, input_size)
+    if isinstance(own, ClassicParams):
+        return f"classic, {own.total_steps} steps"
+    words = f"lucid, {own.steps} steps at {own.size} px"
+    if own is params:
+        return words
+    return (
+        f"{words}: the small-field recipe (a receptive field of at most "
+        f"{params.small_field:.0%} of the input's side): free pixels, no jitter or zoom"
+    )
 
 
 def default_params_for(

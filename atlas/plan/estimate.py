@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from atlas.config.methods import DIVERSITY_PICTURES
+from atlas.config.methods import DIVERSITY_PICTURES, layer_params
 from atlas.config.views import LEAST, MOST
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ def format_seconds(value: float) -> str:
 def _positions(shape: Sequence[int | None], input_size: Sequence[int]) -> tuple[int, int]:
     """(spatial positions, channels) of an output shape ``(batch, [h, w,] c)``."""
     dims = list(shape[1:]) if len(shape) > 1 else [1]
-    channels = dims[-1] or 1
-    spatial = dims[:-1]
+    channels, spatial = dims[-1] or 1, dims[:-1]
     if any(d is None for d in spatial):  # fully convolutional: at the planned input size
         spatial = list(input_size)[: len(spatial)]
     return int(math.prod(spatial)) if spatial else 1, int(channels)
@@ -141,9 +140,7 @@ def prefix_flops(facts: dict) -> dict[str, float]:
 
 def unit_steps(params: object, max_steps: int | None = None) -> int:
     """Gradient steps of one unit's optimisation for the method's parameters."""
-    steps = getattr(params, "total_steps", None)
-    if steps is None:
-        steps = int(getattr(params, "steps", 1))
+    steps = getattr(params, "total_steps", None) or int(getattr(params, "steps", 1))
     return min(steps, max_steps) if max_steps else steps
 
 
@@ -381,13 +378,15 @@ def job_gflop(
 def picture_gflops(
     facts: dict, prefix: dict[str, float], jobs, params: object, max_steps: int | None = None
 ) -> list[float]:
-    """Each unit-picture job's GFLOPs (channel, negative or diversity) at the method's
-    parameters: its steps (capped by ``max_steps``) at the picture's own size."""
-    steps = unit_steps(params, max_steps)
-    area = picture_area(params, facts["input_size"])
-    return [
-        job_gflop(job.kind, facts, prefix, layer=job.layer, steps=steps, area=area) for job in jobs
-    ]
+    """Each unit-picture job's GFLOPs (channel, negative or diversity) at its layer's
+    parameters (``layer_params``): its steps (capped by ``max_steps``) at its own size."""
+    size, found = facts["input_size"], []
+    fields = {layer["name"]: layer.get("receptive_field") for layer in facts.get("layers", [])}
+    for job in jobs:
+        own = layer_params(params, fields.get(job.layer), int(size[0])) if size else params
+        steps, area = unit_steps(own, max_steps), picture_area(own, size)
+        found.append(job_gflop(job.kind, facts, prefix, layer=job.layer, steps=steps, area=area))
+    return found
 
 
 def faithfulness_passes(extra: dict, layers: int, steps: int) -> int:

@@ -182,10 +182,12 @@ class LucidAscent(Ascent):
     def make_step(self, size: int) -> Callable:
         p, out_size = self.params, self.model_size or self.params.size
         beta_1, beta_2, epsilon = self.BETA_1, self.BETA_2, self.EPSILON
+        # the small-field recipe (methods.layer_params): no transform, no resampling
+        still = not p.jitter and set(p.scales) <= {1.0} and not any(p.angles) and size == out_size
 
         def total(variables, targets, matrices):
             pixels = param.to_pixels(variables, size, p.fft, p.decorrelate)
-            warped = transforms.warp(pixels, matrices, out_size, GREY)
+            warped = pixels if still else transforms.warp(pixels, matrices, out_size, GREY)
             return self.loss(self.preprocess(warped), targets)
 
         gradient = B.value_and_grad(total)

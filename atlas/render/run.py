@@ -227,7 +227,11 @@ def unit_groups(prefix: Sequence[float], units: Sequence[int], steps: int) -> li
 
 
 def _unit_renderers(loaded: LoadedModel, params: object) -> dict[str, tuple]:
-    """Layer name -> (the renderer of its run, its output index); built once per model."""
+    """Layer name -> (the renderer of its run, its output index); built once per model.
+
+    Each layer renders with its own parameters (:func:`methods.layer_params`: the
+    small-field recipe), so a run of layers that share a renderer shares them too.
+    """
     from atlas.plan import estimate
     from atlas.render import filters
 
@@ -243,23 +247,42 @@ def _unit_renderers(loaded: LoadedModel, params: object) -> dict[str, tuple]:
     prefix = estimate.prefix_flops(facts)
     cap = loaded.config.render.units_per_layer
     units = [min(layer.channels or 1, cap or layer.channels or 1) for layer in layers]
-    runs = unit_groups(
-        [prefix.get(layer.name, 0.0) for layer in layers], units, estimate.unit_steps(params)
-    )
-    result = {}
-    for run in runs:
-        names = [layers[i].name for i in run]
-        renderer = filters.UnitRenderer(
-            loaded.features_model(names),
-            params,
-            loaded.preprocess,
-            eval_size=loaded.input_size[0],
-            precision=precision,
+    each = [_layer_params(loaded, params, layer.name) for layer in layers]
+    result, start = {}, 0
+    while start < len(layers):
+        end = start + 1
+        while end < len(layers) and each[end] == each[start]:
+            end += 1
+        runs = unit_groups(
+            [prefix.get(layer.name, 0.0) for layer in layers[start:end]],
+            units[start:end],
+            estimate.unit_steps(each[start]),
         )
-        result.update({name: (renderer, index) for index, name in enumerate(names)})
-    log.debug("%s: unit renderers for %s", loaded.config.id, [len(run) for run in runs])
+        for run in runs:
+            names = [layers[start + i].name for i in run]
+            renderer = filters.UnitRenderer(
+                loaded.features_model(names),
+                each[start],
+                loaded.preprocess,
+                eval_size=loaded.input_size[0],
+                precision=precision,
+            )
+            result.update({name: (renderer, index) for index, name in enumerate(names)})
+        start = end
+    log.debug("%s: %d unit renderers", loaded.config.id, len({id(r) for r, _ in result.values()}))
     loaded.renderers[key] = result
     return result
+
+
+def _layer_params(loaded: LoadedModel, params: object, layer: str) -> object:
+    """The parameters of one layer's unit pictures (:func:`methods.layer_params`)."""
+    from atlas.config.methods import layer_params
+
+    try:
+        field = loaded.graph.conv_facts(layer).receptive_field
+    except KeyError:  # not a convolution's output: no known field
+        field = None
+    return layer_params(params, field, loaded.input_size[0])
 
 
 def run_units(
@@ -286,7 +309,7 @@ def run_units(
             renderers[job.layer] = (
                 filters.UnitRenderer(
                     loaded.feature_model(job.layer),
-                    params,
+                    _layer_params(loaded, params, job.layer),
                     loaded.preprocess,
                     eval_size=loaded.input_size[0],
                     precision=loaded.config.render.precision,

@@ -11,6 +11,7 @@ import numpy as np
 
 from atlas.analysis import liveness
 from atlas.analysis.metrics import Prediction, is_breed_correct, pets_metrics
+from atlas.config.methods import recipe_words
 from atlas.data.oxford import breed_title
 from atlas.plan.select import evaluation_images
 from atlas.site.atlas_view import atlas_views
@@ -102,9 +103,8 @@ def _layer_views(
     image_entries: dict,
     breeds: dict[str, str],
 ) -> list[LayerView]:
-    layer_slugs = Slugs()
-    layers = []
-    peak_mean = _peak_means(image_entries)
+    layer_slugs, layers = Slugs(), []
+    peak_mean, side = _peak_means(image_entries), int(model_plan.facts["input_size"][0])
     for index, layer in enumerate(model_plan.layers):
         name = layer["name"]
         slug = layer_slugs(name)
@@ -149,6 +149,7 @@ def _layer_views(
                 **liveness.state_counts(u.state for u in units),
                 median_ratio=median([u.ratio for u in units if u.ratio is not None]),
                 index=index,
+                recipe=recipe_words(model_plan.params, layer.get("receptive_field"), side),
             )
         )
     return layers

@@ -112,6 +112,7 @@ class LayerView:
     constant: int = 0  # units constant on every start and photo
     stuck: int = 0  # units that did not move after a retry, yet are not constant
     retried: int = 0  # units whose picture is the retry's
+    recipe: str = ""  # how its unit pictures are rendered (methods.recipe_words)
 
     @property
     def read_at(self) -> str:

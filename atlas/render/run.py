@@ -11,6 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import groupby
 
 import numpy as np
 
@@ -232,6 +233,7 @@ def _unit_renderers(loaded: LoadedModel, params: object) -> dict[str, tuple]:
     Each layer renders with its own parameters (:func:`methods.layer_params`: the
     small-field recipe), so a run of layers that share a renderer shares them too.
     """
+    from atlas.config.methods import layer_params
     from atlas.plan import estimate
     from atlas.render import filters
 
@@ -247,28 +249,28 @@ def _unit_renderers(loaded: LoadedModel, params: object) -> dict[str, tuple]:
     prefix = estimate.prefix_flops(facts)
     cap = loaded.config.render.units_per_layer
     units = [min(layer.channels or 1, cap or layer.channels or 1) for layer in layers]
-    each = [_layer_params(loaded, params, layer.name) for layer in layers]
-    result, start = {}, 0
-    while start < len(layers):
-        end = start + 1
-        while end < len(layers) and each[end] == each[start]:
-            end += 1
+    size = loaded.input_size[0]
+    result = {}
+    # consecutive layers with equal parameters (methods.layer_params) may share renderers
+    for own, group in groupby(
+        range(len(layers)), key=lambda i: layer_params(params, layers[i].receptive_field, size)
+    ):
+        chosen = list(group)
         runs = unit_groups(
-            [prefix.get(layer.name, 0.0) for layer in layers[start:end]],
-            units[start:end],
-            estimate.unit_steps(each[start]),
+            [prefix.get(layers[i].name, 0.0) for i in chosen],
+            [units[i] for i in chosen],
+            estimate.unit_steps(own),
         )
         for run in runs:
-            names = [layers[start + i].name for i in run]
+            names = [layers[chosen[i]].name for i in run]
             renderer = filters.UnitRenderer(
                 loaded.features_model(names),
-                each[start],
+                own,
                 loaded.preprocess,
-                eval_size=loaded.input_size[0],
+                eval_size=size,
                 precision=precision,
             )
             result.update({name: (renderer, index) for index, name in enumerate(names)})
-        start = end
     log.debug("%s: %d unit renderers", loaded.config.id, len({id(r) for r, _ in result.values()}))
     loaded.renderers[key] = result
     return result

@@ -5,6 +5,9 @@ bold start (:mod:`atlas.render.pictures`). A unit that moved on neither try is *
 when its mean activation is the same, to float tolerance, on both starts and on every
 photo the build measured: decided empirically, not from the weights, and the pages say so.
 Otherwise it *did not move*: the photos show it can change, the optimiser found no way.
+A unit whose picture moved is constant all the same when its picture and every photo give
+one mean other than 0: weights of ~1e-13 (a pruned channel) leave a gradient that is not
+exactly zero. (A unit at 0 on all of them is closed there, not shown to be constant.)
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import numpy as np
 
 MOVED, RETRIED, CONSTANT, STUCK = "moved", "retried", "constant", "stuck"
 # Relative tolerance of "the same mean": a constant unit's means differ by float noise only
-# (float32: ~1e-7 of their size).
-TOLERANCE = 1e-5
+# (float32: ~1e-7 of their size), but the photos' means are stored to 5 significant digits
+# (up to 5e-5 of their size off).
+TOLERANCE = 1e-4
 
 
 def is_constant(values: Sequence[float]) -> bool:
@@ -32,10 +36,16 @@ def unit_state(meta: dict, photo_means: Sequence[float] = ()) -> str:
 
     Returns:
         :data:`MOVED` (the first try moved), :data:`RETRIED` (the retry moved),
-        :data:`CONSTANT` (neither moved, and every start and photo gives one mean) or
+        :data:`CONSTANT` (neither moved, and every start and photo gives one mean; or
+        the picture and every photo give one mean other than 0) or
         :data:`STUCK` (neither moved, but the unit is not constant).
     """
     if meta.get("moved", not meta.get("dead", False)):
+        # one mean on the moved picture and every photo; not 0, a ReLU closed on all of
+        # them, which a picture might yet open (its gradient moved it)
+        seen = [meta.get("own_activation"), *photo_means]
+        if len(photo_means) >= 2 and is_constant(seen) and abs(photo_means[0]) > TOLERANCE:
+            return CONSTANT
         return RETRIED if meta.get("try", 1) > 1 else MOVED
     starts = meta.get("start_values") or [meta.get("objective")]
     return CONSTANT if is_constant([*starts, *photo_means]) else STUCK
@@ -43,7 +53,7 @@ def unit_state(meta: dict, photo_means: Sequence[float] = ()) -> str:
 
 def state_words(state: str, photos: int) -> str:
     """The unit page's sentence for a state, empty for a unit that moved at once."""
-    seen = f"both random starts and on all {photos} photos" if photos else "both random starts"
+    seen = f"every picture tried and on all {photos} photos" if photos else "both random starts"
     return {
         MOVED: "",
         RETRIED: "The first start gave no gradient; this picture is the retry's (another "

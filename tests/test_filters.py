@@ -191,7 +191,7 @@ def test_parameters_are_frozen_and_their_repr_is_stable() -> None:
     assert repr(LucidParams(size=64, steps=8, scales=(1.0,), angles=(0.0,))) == (
         "LucidParams(size=64, steps=8, learning_rate=0.05, jitter=8, scales=(1.0,), "
         "angles=(0.0,), decorrelate=True, fft=True, small_field=0.0, "
-        "small_field_learning_rate=0.4)"
+        "small_field_learning_rate=0.4, small_field_step_factor=1.0)"
     )
     assert hash(DEFAULT_LUCID) == hash(dataclasses.replace(DEFAULT_LUCID))
 

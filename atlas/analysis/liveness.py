@@ -43,8 +43,13 @@ def unit_state(meta: dict, photo_means: Sequence[float] = ()) -> str:
     if meta.get("moved", not meta.get("dead", False)):
         # one mean on the moved picture and every photo; not 0, a ReLU closed on all of
         # them, which a picture might yet open (its gradient moved it)
-        seen = [meta.get("own_activation"), *photo_means]
-        if len(photo_means) >= 2 and is_constant(seen) and abs(photo_means[0]) > TOLERANCE:
+        own = meta.get("own_activation")
+        if (
+            own is not None
+            and len(photo_means) >= 2
+            and is_constant([own, *photo_means])
+            and abs(own) > TOLERANCE
+        ):
             return CONSTANT
         return RETRIED if meta.get("try", 1) > 1 else MOVED
     starts = meta.get("start_values") or [meta.get("objective")]

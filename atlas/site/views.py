@@ -109,7 +109,7 @@ class LayerView:
     # but other units (a fine-tune changed them): [{"model", "title", "path", "same"}]
     twins: list[dict] = field(default_factory=list)
     atlas_path: str | None = None  # its activation atlas page; None: no atlas rendered
-    constant: int = 0  # units constant on every start and photo
+    constant: int = 0  # units constant on every picture tried and photo (liveness)
     stuck: int = 0  # units that did not move after a retry, yet are not constant
     retried: int = 0  # units whose picture is the retry's
     recipe: str = ""  # how its unit pictures are rendered (methods.recipe_words)

@@ -391,5 +391,7 @@ def format_table(table: list[Row], limit: int) -> str:
             "e.g. a frozen backbone): rendered and published once, counted there"
         )
     if any(not r.measured and r.jobs - r.cached for r in table):
-        text.append("* nominal rates (no build has recorded its throughput in this cache yet)")
+        text.append(
+            "* nominal rates (no build has recorded this kind's throughput in this cache yet)"
+        )
     return "\n".join(text)

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _tree  # noqa: E402, F401 - this checkout's atlas, whatever is installed
+
 # receptive fields above a quarter of the input: the standard recipe, no small-field one
 LAYERS = ("conv_pw_5", "conv_pw_9", "conv_pw_13")
 PHOTOS = 32

@@ -24,6 +24,7 @@ import time
 import zlib
 from pathlib import Path
 
+import _tree  # noqa: F401 - this checkout's atlas, whatever is installed
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]

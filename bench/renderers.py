@@ -24,11 +24,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import _tree  # noqa: E402, F401 - this checkout's atlas, whatever is installed
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from atlas.render.filters import (  # noqa: E402
     VGG_CLASSIC,
     ClassicParams,

@@ -31,6 +31,7 @@ import argparse
 import time
 from pathlib import Path
 
+import _tree  # noqa: F401 - this checkout's atlas, whatever is installed
 import numpy as np
 
 # (application, options, model id): the ids are those of the default site (mobilenet) and

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace as NS
 
+import _tree  # noqa: F401 - this checkout's atlas, whatever is installed
+
 from atlas.site.search import index_script
 
 _IMAGENET = tuple(

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _tree  # noqa: E402, F401 - this checkout's atlas, whatever is installed
 
 
 def _jobs(loaded, renderers) -> dict[int, list[tuple[int, int]]]:

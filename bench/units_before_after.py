@@ -18,8 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+import _tree  # noqa: E402, F401 - this checkout's atlas, whatever is installed
 import numpy as np  # noqa: E402
 
 from atlas.config.load import load_config  # noqa: E402

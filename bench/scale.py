@@ -132,6 +132,7 @@ def load(name: str, options: dict, model_id: str) -> dict:
     facts = model_facts(loaded)
     layers = [layer.name for layer in loaded.conv_layers()]
     return {
+        "id": model_id,
         "name": title(name, options),
         "loaded": loaded,
         "facts": facts,
@@ -247,6 +248,25 @@ RECORDED_AS = {
 }
 
 
+def measure_photos(model: dict, units: dict, record) -> list[str]:
+    """The first table's cells after the units': the load and trace seconds, photos/s of
+    the maps and of the forward pass; adds every measured rate to ``record`` (a
+    :class:`Throughput`) under the kinds of :data:`RECORDED_AS`, per kind and model id."""
+    measured = {"unit": units}
+    cells = [f"{model['load']:.0f} + {units['first']:.0f}"]
+    for kind, how in (("image", measure_maps), ("forward", measure_forward)):
+        try:
+            measured[kind] = how(model)
+            cells.append(f"{measured[kind]['photos_per_s']:.1f}")
+        except Exception as error:  # noqa: BLE001 - reported in the table, then go on
+            cells += ["nan", failure(error)]
+    for what, kinds in RECORDED_AS.items():
+        for kind in kinds if what in measured else ():
+            for key in (kind, f"{kind}:{model['id']}"):
+                record.record(key, **measured[what]["record"])
+    return cells
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="lucid steps per unit")
@@ -263,8 +283,8 @@ def main() -> None:
     parser.add_argument(
         "--throughput",
         type=Path,
-        help="write the first precision's unit and image rates here, as a cache's "
-        "throughput.json (per model id), for atlas plan to project a build from",
+        help="write the first precision's rates here (units, maps, forward passes), as a "
+        "cache's throughput.json (per model id), for atlas plan to project a build from",
     )
     parser.add_argument(
         "--deadline",
@@ -292,6 +312,7 @@ def main() -> None:
     only = {n.lower() for n in args.only.split(",") if n}
     chosen = [a for a in ARCHITECTURES if not only or a[2] in only]
     models: dict[str, dict] = {}
+    rates: dict[tuple[str, str], dict] = {}  # (model id, precision): measure_units'
     record = Throughput({})
     # One table per precision, the first (float32) for every architecture before the next
     # begins: a run cut short by --deadline still has a whole first table and its rates.
@@ -299,15 +320,12 @@ def main() -> None:
         peak = peaks["bfloat16" if "bfloat16" in precision else "float32"]
         first = precision == precisions[0]
         print(f"\n{precision}:\n")
-        print(
-            "| architecture | layers timed | GFLOP per unit | units/s | TFLOP/s | of peak | "
-            + (
-                "load + trace s | photos/s (maps) | photos/s (forward) |"
-                if first
-                else f"vs {precisions[0]} |"
-            )
+        head = "| architecture | layers timed | GFLOP per unit | units/s | TFLOP/s | of peak | " + (
+            "load + trace s | photos/s (maps) | photos/s (forward) |"
+            if first
+            else f"vs {precisions[0]} |"
         )
-        print("| --- " * (9 if first else 7) + "|", flush=True)
+        print(head + "\n" + "| --- " * (head.count("|") - 1) + "|", flush=True)
         for name, options, model_id in chosen:
             if args.deadline and time.perf_counter() - began > args.deadline:
                 print(
@@ -322,7 +340,7 @@ def main() -> None:
             except Exception as error:  # noqa: BLE001 - reported in the table, then go on
                 print(f"| {title(name, options)} | {failure(error)} |", flush=True)
                 continue
-            model[precision] = units
+            rates[model_id, precision] = units
             cells = [
                 model["name"],
                 ", ".join(model["layers"]),
@@ -332,24 +350,11 @@ def main() -> None:
                 f"{100 * units['tflops'] / peak:.0f} %",
             ]
             if first:
-                measured = {"unit": units}
-                for kind, how in (("image", measure_maps), ("forward", measure_forward)):
-                    try:
-                        measured[kind] = how(model)
-                    except Exception as error:  # noqa: BLE001 - reported in the table
-                        measured[kind] = {"photos_per_s": float("nan"), "failed": failure(error)}
-                cells += [f"{model['load']:.0f} + {units['first']:.0f}"]
-                for kind in ("image", "forward"):
-                    cells.append(f"{measured[kind]['photos_per_s']:.1f}")
-                    cells += [measured[kind]["failed"]] if "failed" in measured[kind] else []
-                for what, kinds in RECORDED_AS.items():
-                    for kind in kinds if "record" in measured[what] else ():
-                        for key in (kind, f"{kind}:{model_id}"):
-                            record.record(key, **measured[what]["record"])
+                cells += measure_photos(model, units, record)
                 if args.throughput:  # after each architecture: a cut-off run keeps its rows
                     args.throughput.write_text(record.to_json())
             else:
-                base = model.get(precisions[0])
+                base = rates.get((model_id, precisions[0]))
                 ratio = units["units_per_s"] / base["units_per_s"] if base else float("nan")
                 cells.append(f"{ratio:.2f}x")
             print("| " + " | ".join(cells) + " |", flush=True)

@@ -347,3 +347,8 @@ def test_garbage_keras_file_is_a_model_error(shipped_model_config, tmp_path):
     path.write_bytes(b"PK\x03\x04 this is not a zip archive")
     with pytest.raises(ModelError, match="cannot load"):
         load_model(file_model_config(shipped_model_config, path))
+    # a file that exists but is no zip: Keras says "File not found"; atlas says what it is
+    path.write_text("not a model")
+    with pytest.raises(ModelError, match=r"broken\.keras: not a \.keras file") as caught:
+        load_model(file_model_config(shipped_model_config, path))
+    assert "not found" not in str(caught.value)

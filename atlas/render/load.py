@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,6 +247,12 @@ def _explain(config: ModelConfig, error: Exception) -> ModelError:
 def _load_file(config: ModelConfig) -> keras.Model:
     path = config.file
     _check_digest(config, path, "model file")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras: "File not found"
+        raise ModelError(
+            f"model {config.id!r}: cannot load {path}: not a .keras file (one is a zip "
+            "archive, as model.save('name.keras') writes it); is it complete, or an HDF5 "
+            "model to rename to .h5?"
+        )
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except (TypeError, ValueError) as error:
